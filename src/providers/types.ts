@@ -1,0 +1,104 @@
+// The provider interfaces the pipeline depends on. `documents` and `services` use only
+// these; each adapter (local, llamaparse, openai, fs, supabase) implements one of them.
+import type { Readable } from 'node:stream';
+
+/** Media types docpipe accepts, decided by sniffing the bytes, never by the file name. */
+export const SUPPORTED_MEDIA_TYPES = [
+  'text/plain',
+  'text/markdown',
+  'text/html',
+  'application/pdf',
+  'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
+] as const;
+export type MediaType = (typeof SUPPORTED_MEDIA_TYPES)[number];
+
+export interface StoredObject {
+  key: string;
+  size: number;
+  /** Lower-case hex SHA-256 of the bytes, computed while writing. */
+  sha256: string;
+}
+
+export interface PutOptions {
+  /** Abort with ObjectTooLargeError once more than this many bytes arrive. */
+  maxBytes?: number;
+  contentType?: string;
+}
+
+export interface Storage {
+  readonly kind: string;
+  /** Streams `body` to `key`, hashing while writing; the object appears whole or not at all. */
+  put(key: string, body: Readable | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<StoredObject>;
+  /** A stream of the object's bytes; ObjectNotFoundError when absent. */
+  get(key: string): Promise<Readable>;
+  /** The first `length` bytes (fewer if the object is shorter); ObjectNotFoundError when absent. */
+  head(key: string, length: number): Promise<Buffer>;
+  /** Size in bytes, or null when absent. */
+  stat(key: string): Promise<{ size: number } | null>;
+  /** Removes every object whose key starts with `prefix`; absent objects are not an error. */
+  deletePrefix(prefix: string): Promise<void>;
+  /** Readiness: resolves when the storage can be written, throws with a clear message otherwise. */
+  check(): Promise<void>;
+}
+
+export interface ParsedDocument {
+  markdown: string;
+  pages: number;
+}
+
+export interface Parser {
+  readonly kind: string;
+  parse(bytes: Buffer, mediaType: MediaType): Promise<ParsedDocument>;
+}
+
+export interface Chunk {
+  index: number;
+  text: string;
+  tokenCount: number;
+}
+
+export interface ChunkOptions {
+  maxTokens: number;
+  overlapTokens: number;
+}
+
+export interface Embedder {
+  readonly kind: string;
+  readonly model: string;
+  readonly dimensions: number;
+  /** One L2-normalised vector per input, in input order. */
+  embed(texts: string[]): Promise<Float32Array[]>;
+}
+
+export class ObjectNotFoundError extends Error {
+  readonly code = 'OBJECT_NOT_FOUND';
+  constructor(readonly key: string) {
+    super(`object not found: ${key}`);
+    this.name = 'ObjectNotFoundError';
+  }
+}
+
+export class ObjectTooLargeError extends Error {
+  readonly code = 'FILE_TOO_LARGE';
+  constructor(readonly limit: number) {
+    super(`file exceeds the limit of ${limit} bytes`);
+    this.name = 'ObjectTooLargeError';
+  }
+}
+
+export class InvalidKeyError extends Error {
+  readonly code = 'INVALID_STORAGE_KEY';
+  constructor(readonly key: string) {
+    super(`invalid storage key: ${JSON.stringify(key)}`);
+    this.name = 'InvalidKeyError';
+  }
+}
+
+/** The parser could not read the document (corrupt, encrypted, empty): permanent, not retried. */
+export class UnparseableDocumentError extends Error {
+  readonly code = 'UNPARSEABLE_DOCUMENT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UnparseableDocumentError';
+  }
+}
