@@ -21,8 +21,8 @@ export interface Migration {
 
 export class MigrationChecksumError extends Error {
   readonly code = 'MIGRATION_CHECKSUM_MISMATCH';
-  constructor(readonly version: number, readonly name: string) {
-    super(`migration ${version} (${name}) was changed after it was applied; add a new migration instead`);
+  constructor(readonly version: number, readonly migrationName: string) {
+    super(`migration ${version} (${migrationName}) was changed after it was applied; add a new migration instead`);
     this.name = 'MigrationChecksumError';
   }
 }

@@ -1,0 +1,217 @@
+// The pipeline's stages, as plain functions of a job. Each is idempotent: it reads the stream,
+// skips work the log says is done (or belongs to a stale run) and appends at the expected
+// version, so a job that runs twice appends nothing twice and writes no duplicate chunks.
+import { Readable } from 'node:stream';
+import { buffer, text } from 'node:stream/consumers';
+import type { Db } from '../db/client.ts';
+import type { EventMetadata } from '../events/catalog.ts';
+import type { Logger } from '../observability/logger.ts';
+import { chunkMarkdown } from '../providers/chunker.ts';
+import type { ChunkOptions, Embedder, MediaType, Parser, Storage } from '../providers/types.ts';
+import { UnparseableDocumentError } from '../providers/types.ts';
+import type { JobData } from '../queue/jobs.ts';
+import { execute, loadDocument, type CommandContext } from './commands.ts';
+import { DomainError, type DocumentState } from './document.ts';
+
+export interface PipelineDeps {
+  ctx: CommandContext;
+  storage: Storage;
+  parser: Parser;
+  embedder: Embedder;
+  chunking: ChunkOptions;
+  embedBatchSize: number;
+}
+
+export type StageOutcome = 'done' | 'skipped' | 'failed';
+
+/** A failure that retrying cannot fix: the document fails at once, with this code. */
+export class PermanentStageError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PermanentStageError';
+  }
+}
+
+export const documentPrefix = (documentId: string) => `documents/${documentId}/`;
+export const originalKey = (documentId: string) => `${documentPrefix(documentId)}original`;
+export const parsedKey = (documentId: string, run: number) => `${documentPrefix(documentId)}runs/${run}/parsed.md`;
+
+function metadataFor(job: JobData): EventMetadata {
+  return { correlationId: job.correlationId, causationId: job.causationId, actor: 'worker', requestId: job.requestId };
+}
+
+function inRun(state: DocumentState, job: JobData, statuses: readonly DocumentState['status'][]): boolean {
+  return state.run === job.run && statuses.includes(state.status);
+}
+
+function errorCode(err: unknown): string {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'STAGE_ERROR';
+}
+
+/**
+ * Runs one stage body with the shared failure policy: a DomainError means the job is stale
+ * (skip), a permanent error fails the document, anything else is recorded as a failed attempt
+ * and rethrown so pg-boss retries it with backoff.
+ */
+async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed', log: Logger, body: () => Promise<StageOutcome>): Promise<StageOutcome> {
+  try {
+    return await body();
+  } catch (err) {
+    if (err instanceof DomainError) {
+      log.info({ code: err.code, status: err.status }, `${stage} job is stale: ${err.message}`);
+      return 'skipped';
+    }
+    const permanent = err instanceof PermanentStageError || err instanceof UnparseableDocumentError;
+    const code = errorCode(err);
+    const message = (err as Error)?.message ?? String(err);
+    try {
+      const command = permanent
+        ? ({ type: 'Fail', run: job.run, stage, code, message } as const)
+        : ({ type: 'RecordAttemptFailure', run: job.run, stage, code, message } as const);
+      await execute(deps.ctx, job.documentId, command, metadataFor(job));
+    } catch (recordErr) {
+      if (!(recordErr instanceof DomainError)) log.error({ err: recordErr }, 'could not record the stage failure');
+    }
+    if (permanent) {
+      log.warn({ code, message }, `${stage} failed permanently`);
+      return 'failed';
+    }
+    throw err;
+  }
+}
+
+export async function runParseStage(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
+  return guarded(deps, job, 'parse', log, async () => {
+    const current = await loadDocument(deps.ctx.sql, job.documentId);
+    if (!inRun(current, job, ['uploaded', 'parsing'])) return 'skipped';
+    const meta = metadataFor(job);
+    const started = await execute(deps.ctx, job.documentId, { type: 'StartParse', run: job.run, parser: deps.parser.kind }, meta);
+    const state = started.state;
+    const bytes = await buffer(await deps.storage.get(state.storageKey!));
+    const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType);
+    if (parsed.markdown.trim() === '') throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text');
+    const key = parsedKey(job.documentId, job.run);
+    const stored = await deps.storage.put(key, Readable.from([Buffer.from(parsed.markdown, 'utf8')]), { contentType: 'text/markdown' });
+    await execute(deps.ctx, job.documentId, {
+      type: 'CompleteParse',
+      run: job.run,
+      parsedKey: key,
+      pages: parsed.pages,
+      characters: parsed.markdown.length,
+      sha256: stored.sha256,
+    }, meta);
+    return 'done';
+  });
+}
+
+interface ChunkText {
+  index: number;
+  text: string;
+}
+
+async function storeChunks(tx: Db, documentId: string, run: number, chunks: { index: number; text: string; tokenCount: number }[]): Promise<void> {
+  // A reprocess replaces the previous run's chunks in the same transaction as DocumentChunked.
+  await tx`delete from docpipe.document_chunks where document_id = ${documentId}`;
+  for (let i = 0; i < chunks.length; i += 1000) {
+    const rows = chunks.slice(i, i + 1000).map((c) => ({
+      document_id: documentId,
+      chunk_index: c.index,
+      run,
+      content: c.text,
+      token_count: c.tokenCount,
+    }));
+    await tx`insert into docpipe.document_chunks ${tx(rows, 'document_id', 'chunk_index', 'run', 'content', 'token_count')}`;
+  }
+}
+
+async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChunk: number, vectors: Float32Array[]): Promise<void> {
+  const indexes = vectors.map((_, i) => fromChunk + i);
+  const literals = vectors.map((v) => `{${Array.from(v).join(',')}}`);
+  const updated = await tx`
+    update docpipe.document_chunks c set embedding = v.embedding::real[]
+    from unnest(${indexes}::int[], ${literals}::text[]) as v(chunk_index, embedding)
+    where c.document_id = ${documentId} and c.run = ${run} and c.chunk_index = v.chunk_index`;
+  if (updated.count !== vectors.length) {
+    throw new Error(`expected to store ${vectors.length} embeddings, stored ${updated.count}`);
+  }
+}
+
+export async function runEmbedStage(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
+  return guarded(deps, job, 'embed', log, async () => {
+    const current = await loadDocument(deps.ctx.sql, job.documentId);
+    if (!inRun(current, job, ['parsed', 'embedding'])) return 'skipped';
+    const meta = metadataFor(job);
+    let { state } = await execute(deps.ctx, job.documentId, { type: 'StartEmbedding', run: job.run }, meta);
+
+    let chunks: ChunkText[];
+    if (state.chunkCount === null) {
+      const markdown = await text(await deps.storage.get(state.parsedKey!));
+      const made = chunkMarkdown(markdown, deps.chunking);
+      if (made.length === 0) throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text to embed');
+      const tokenCount = made.reduce((sum, c) => sum + c.tokenCount, 0);
+      ({ state } = await execute(
+        deps.ctx,
+        job.documentId,
+        { type: 'RecordChunks', run: job.run, chunkCount: made.length, tokenCount, batchSize: deps.embedBatchSize },
+        meta,
+        { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) },
+      ));
+      chunks = made;
+    } else {
+      // Resuming a retried job: the chunks of this run are already stored; embed what is left.
+      chunks = (
+        await deps.ctx.sql<{ chunk_index: number; content: string }[]>`
+          select chunk_index, content from docpipe.document_chunks
+          where document_id = ${job.documentId} and run = ${job.run} order by chunk_index`
+      ).map((r) => ({ index: r.chunk_index, text: r.content }));
+      log.info({ batchesDone: state.batchesDone, batches: state.batches }, 'resuming embedding');
+    }
+
+    const batchSize = state.batchSize!;
+    for (let batch = state.batchesDone; batch < state.batches!; batch++) {
+      const slice = chunks.slice(batch * batchSize, (batch + 1) * batchSize);
+      const vectors = await deps.embedder.embed(slice.map((c) => c.text));
+      const fromChunk = batch * batchSize;
+      ({ state } = await execute(
+        deps.ctx,
+        job.documentId,
+        { type: 'StoreEmbeddingBatch', run: job.run, batch, model: deps.embedder.model, dimensions: deps.embedder.dimensions },
+        meta,
+        { withEvents: (tx) => storeEmbeddings(tx, job.documentId, job.run, fromChunk, vectors) },
+      ));
+    }
+    await execute(deps.ctx, job.documentId, { type: 'MarkReady', run: job.run }, meta);
+    return 'done';
+  });
+}
+
+/** Removes the files of a deleted document. Chunks went with DocumentDeleted's transaction. */
+export async function runPurge(deps: Pick<PipelineDeps, 'ctx' | 'storage'>, job: JobData): Promise<StageOutcome> {
+  const state = await loadDocument(deps.ctx.sql, job.documentId);
+  if (state.status !== 'deleted') return 'skipped';
+  await deps.storage.deletePrefix(documentPrefix(job.documentId));
+  return 'done';
+}
+
+/** A stage job that exhausted its retries: the document fails with the last recorded reason. */
+export async function runDeadLetter(deps: Pick<PipelineDeps, 'ctx'>, job: JobData, stage: 'parse' | 'embed' | null, retries: number | null): Promise<StageOutcome> {
+  const state = await loadDocument(deps.ctx.sql, job.documentId);
+  if (!inRun(state, job, ['uploaded', 'parsing', 'parsed', 'embedding'])) return 'skipped';
+  const last = state.lastAttemptError;
+  const attempts = retries === null ? '' : ` after ${retries + 1} attempts`;
+  const code = last?.code ?? 'STAGE_TIMED_OUT';
+  const message = last
+    ? `${last.stage} failed${attempts}: ${last.message}`
+    : `${stage ?? 'a stage'} did not finish${attempts} (the worker stopped or timed out)`;
+  try {
+    await execute(deps.ctx, job.documentId, { type: 'Fail', run: job.run, stage: stage ?? last?.stage ?? null, code, message }, metadataFor(job));
+  } catch (err) {
+    if (err instanceof DomainError) return 'skipped';
+    throw err;
+  }
+  return 'failed';
+}

@@ -1,0 +1,115 @@
+// The event store: append with an expected version, read a stream, read the log by position.
+// Appends take a transaction from the caller, so the inline projection, side tables and the
+// jobs an event triggers commit (or roll back) together with it.
+import type { Db } from '../db/client.ts';
+import { isUniqueViolation } from '../db/client.ts';
+import { EVENT_VERSIONS, isEventType, type EventMetadata, type NewEvent, type RecordedEvent } from './catalog.ts';
+
+/** Optimistic concurrency failure: the stream moved on since the caller read it. HTTP 409. */
+export class ConcurrencyError extends Error {
+  readonly code = 'CONCURRENCY_CONFLICT';
+  constructor(readonly streamId: string, readonly expectedVersion: number) {
+    super(`stream ${streamId} is no longer at version ${expectedVersion}`);
+    this.name = 'ConcurrencyError';
+  }
+}
+
+export class UnknownEventTypeError extends Error {
+  readonly code = 'UNKNOWN_EVENT_TYPE';
+  constructor(readonly type: string) {
+    super(`unknown event type ${type}`);
+    this.name = 'UnknownEventTypeError';
+  }
+}
+
+interface EventRow {
+  event_id: string;
+  global_position: number;
+  stream_id: string;
+  stream_version: number;
+  type: string;
+  type_version: number;
+  data: unknown;
+  metadata: unknown;
+  created_at: Date;
+}
+
+function toRecorded(row: EventRow): RecordedEvent {
+  if (!isEventType(row.type)) throw new UnknownEventTypeError(row.type);
+  return {
+    eventId: row.event_id,
+    globalPosition: Number(row.global_position),
+    streamId: row.stream_id,
+    streamVersion: row.stream_version,
+    type: row.type,
+    typeVersion: row.type_version,
+    data: row.data,
+    metadata: row.metadata as EventMetadata,
+    createdAt: row.created_at,
+  } as RecordedEvent;
+}
+
+const COLUMNS = 'event_id, global_position, stream_id, stream_version, type, type_version, data, metadata, created_at';
+
+/**
+ * Appends `events` to `streamId`, which must currently be at `expectedVersion` (0: a new
+ * stream). A concurrent append at the same version makes exactly one of them fail with
+ * ConcurrencyError, via the (stream_id, stream_version) unique constraint.
+ */
+export async function appendToStream(
+  tx: Db,
+  streamId: string,
+  expectedVersion: number,
+  events: readonly NewEvent[],
+  metadata: EventMetadata,
+): Promise<RecordedEvent[]> {
+  if (events.length === 0) return [];
+  const rows = events.map((event, i) => ({
+    stream_id: streamId,
+    stream_version: expectedVersion + i + 1,
+    type: event.type,
+    type_version: EVENT_VERSIONS[event.type],
+    data: event.data,
+    metadata,
+  }));
+  try {
+    // Inserting at version expected+1 fails on the unique constraint if the stream has moved on;
+    // the check below catches a caller whose expected version is ahead of the stream.
+    const inserted = await tx<EventRow[]>`
+      insert into docpipe.events ${tx(rows as never, 'stream_id', 'stream_version', 'type', 'type_version', 'data', 'metadata')}
+      returning ${tx.unsafe(COLUMNS)}`;
+    if (expectedVersion > 0) {
+      const [prev] = await tx`select 1 from docpipe.events where stream_id = ${streamId} and stream_version = ${expectedVersion}`;
+      if (!prev) throw new ConcurrencyError(streamId, expectedVersion);
+    }
+    return inserted.map(toRecorded);
+  } catch (err) {
+    if (isUniqueViolation(err, 'events_stream_version_unique')) throw new ConcurrencyError(streamId, expectedVersion);
+    throw err;
+  }
+}
+
+export async function readStream(db: Db, streamId: string): Promise<RecordedEvent[]> {
+  const rows = await db<EventRow[]>`
+    select ${db.unsafe(COLUMNS)} from docpipe.events
+    where stream_id = ${streamId} order by stream_version`;
+  return rows.map(toRecorded);
+}
+
+/**
+ * Reads the log after `after` (a global position), oldest first. Only rows written by
+ * transactions older than every transaction still in flight are returned, so a reader that
+ * stores its last position never skips a row that commits late with a smaller position.
+ */
+export async function readAll(
+  db: Db,
+  options: { after?: number; limit?: number; /** Skip the xmin rule: only for a reader that holds a lock no appender can pass. */ allCommitted?: boolean } = {},
+): Promise<RecordedEvent[]> {
+  const visible = options.allCommitted ? db`true` : db`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`;
+  const rows = await db<EventRow[]>`
+    select ${db.unsafe(COLUMNS)} from docpipe.events
+    where global_position > ${options.after ?? 0} and ${visible}
+    order by global_position
+    limit ${options.limit ?? 1000}`;
+  return rows.map(toRecorded);
+}

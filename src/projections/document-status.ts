@@ -1,0 +1,179 @@
+// The document_status read model. `applyEvent` is the one pure fold used by both the inline
+// path (in the append's transaction) and the rebuild, so the two cannot disagree.
+import type { Db } from '../db/client.ts';
+import type { RecordedEvent } from '../events/catalog.ts';
+import { readAll } from '../events/store.ts';
+
+export const STATUS_CHANNEL = 'docpipe_status';
+
+export interface DocumentStatusRow {
+  id: string;
+  owner_id: string;
+  file_name: string;
+  media_type: string;
+  size_bytes: number;
+  sha256: string;
+  storage_key: string;
+  status: 'uploaded' | 'parsing' | 'parsed' | 'embedding' | 'ready' | 'failed' | 'deleted';
+  stage: 'parse' | 'embed' | null;
+  progress: number;
+  run: number;
+  parse_attempts: number;
+  embed_attempts: number;
+  error_code: string | null;
+  error_message: string | null;
+  chunk_count: number;
+  batches_total: number;
+  batches_done: number;
+  version: number;
+  uploaded_at: Date;
+  parse_started_at: Date | null;
+  parsed_at: Date | null;
+  embed_started_at: Date | null;
+  ready_at: Date | null;
+  failed_at: Date | null;
+  deleted_at: Date | null;
+  updated_at: Date;
+}
+
+export const STATUS_COLUMNS = [
+  'id', 'owner_id', 'file_name', 'media_type', 'size_bytes', 'sha256', 'storage_key', 'status', 'stage', 'progress',
+  'run', 'parse_attempts', 'embed_attempts', 'error_code', 'error_message', 'chunk_count', 'batches_total',
+  'batches_done', 'version', 'uploaded_at', 'parse_started_at', 'parsed_at', 'embed_started_at', 'ready_at',
+  'failed_at', 'deleted_at', 'updated_at',
+] as const satisfies readonly (keyof DocumentStatusRow)[];
+
+/** Progress shown to clients: parsing up to 40 %, then embedding batch by batch up to 95 %. */
+function embeddingProgress(done: number, total: number): number {
+  return total === 0 ? 45 : 45 + Math.floor((50 * done) / total);
+}
+
+export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent): DocumentStatusRow | null {
+  const at = event.createdAt;
+  if (event.type === 'DocumentUploaded') {
+    const d = event.data;
+    return {
+      id: event.streamId,
+      owner_id: d.ownerId,
+      file_name: d.fileName,
+      media_type: d.mediaType,
+      size_bytes: d.size,
+      sha256: d.sha256,
+      storage_key: d.storageKey,
+      status: 'uploaded',
+      stage: 'parse',
+      progress: 0,
+      run: 1,
+      parse_attempts: 0,
+      embed_attempts: 0,
+      error_code: null,
+      error_message: null,
+      chunk_count: 0,
+      batches_total: 0,
+      batches_done: 0,
+      version: event.streamVersion,
+      uploaded_at: at,
+      parse_started_at: null,
+      parsed_at: null,
+      embed_started_at: null,
+      ready_at: null,
+      failed_at: null,
+      deleted_at: null,
+      updated_at: at,
+    };
+  }
+  if (!row) return null; // events of a stream whose upload we never saw: nothing to show
+  const next: DocumentStatusRow = { ...row, version: event.streamVersion, updated_at: at };
+  switch (event.type) {
+    case 'ParseStarted':
+      return { ...next, status: 'parsing', stage: 'parse', progress: 5, parse_attempts: event.data.attempt, parse_started_at: row.parse_started_at ?? at };
+    case 'ParseSucceeded':
+      return { ...next, status: 'parsed', stage: 'embed', progress: 40, parsed_at: at };
+    case 'EmbeddingStarted':
+      return { ...next, status: 'embedding', stage: 'embed', progress: Math.max(row.progress, 45), embed_attempts: event.data.attempt, embed_started_at: row.embed_started_at ?? at };
+    case 'StageAttemptFailed':
+      return { ...next, error_code: event.data.code, error_message: event.data.message };
+    case 'DocumentChunked':
+      return { ...next, chunk_count: event.data.chunkCount, batches_total: event.data.batches, batches_done: 0, progress: embeddingProgress(0, event.data.batches) };
+    case 'EmbeddingBatchStored':
+      return { ...next, batches_done: event.data.batch + 1, progress: embeddingProgress(event.data.batch + 1, row.batches_total), error_code: null, error_message: null };
+    case 'DocumentReady':
+      return { ...next, status: 'ready', stage: null, progress: 100, ready_at: at, error_code: null, error_message: null };
+    case 'DocumentFailed':
+      return { ...next, status: 'failed', stage: event.data.stage, failed_at: at, error_code: event.data.code, error_message: event.data.message };
+    case 'ReprocessRequested':
+      return {
+        ...next,
+        status: 'uploaded',
+        stage: 'parse',
+        progress: 0,
+        run: event.data.run,
+        parse_attempts: 0,
+        embed_attempts: 0,
+        error_code: null,
+        error_message: null,
+        chunk_count: 0,
+        batches_total: 0,
+        batches_done: 0,
+        parse_started_at: null,
+        parsed_at: null,
+        embed_started_at: null,
+        ready_at: null,
+        failed_at: null,
+      };
+    case 'DocumentDeleted':
+      return { ...next, status: 'deleted', stage: null, deleted_at: at };
+  }
+}
+
+async function upsert(tx: Db, rows: DocumentStatusRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  const updates = STATUS_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = excluded.${c}`).join(', ');
+  await tx`
+    insert into docpipe.document_status ${tx(rows as never, ...STATUS_COLUMNS)}
+    on conflict (id) do update set ${tx.unsafe(updates)}`;
+}
+
+/**
+ * The inline path: folds freshly appended events of one stream into its row, in the append's
+ * transaction, and notifies long-pollers (delivered at commit, never for a rollback).
+ */
+export async function projectInline(tx: Db, streamId: string, events: readonly RecordedEvent[]): Promise<DocumentStatusRow | null> {
+  if (events.length === 0) return null;
+  let row: DocumentStatusRow | null = null;
+  if (events[0]!.type !== 'DocumentUploaded') {
+    [row = null] = await tx<DocumentStatusRow[]>`select * from docpipe.document_status where id = ${streamId}`;
+  }
+  for (const event of events) row = applyEvent(row, event);
+  if (row) {
+    await upsert(tx, [row]);
+    await tx`select pg_notify(${STATUS_CHANNEL}, ${`${row.id}:${row.version}`})`;
+  }
+  return row;
+}
+
+/** Rebuild: replays the whole log into an emptied document_status, in one transaction. */
+export async function rebuildDocumentStatus(tx: Db, options: { batchSize?: number } = {}): Promise<{ events: number; documents: number }> {
+  // Taken first: appenders wait at their inline update until the rebuilt table is committed,
+  // then apply their events on top of it.
+  await tx`lock table docpipe.document_status in access exclusive mode`;
+  await tx`truncate docpipe.document_status`;
+  const rows = new Map<string, DocumentStatusRow | null>();
+  let count = 0;
+  let after = 0;
+  const batchSize = options.batchSize ?? 5000;
+  for (;;) {
+    // Every transaction that appended before our lock has committed its projection too, and
+    // every later one waits for us, so all committed rows are read (not the xmin rule).
+    const batch = await readAll(tx, { after, limit: batchSize, allCommitted: true });
+    if (batch.length === 0) break;
+    for (const event of batch) {
+      rows.set(event.streamId, applyEvent(rows.get(event.streamId) ?? null, event));
+      count++;
+    }
+    after = batch.at(-1)!.globalPosition;
+  }
+  const all = [...rows.values()].filter((r): r is DocumentStatusRow => r !== null);
+  for (let i = 0; i < all.length; i += 500) await upsert(tx, all.slice(i, i + 500));
+  return { events: count, documents: all.length };
+}

@@ -1,0 +1,166 @@
+// Local-filesystem object storage, for development, tests and single-machine deployments
+// (a Fly volume). Keys map to files under `root`; writes go to `<root>/.tmp/` first, are
+// hashed and size-limited as they stream, fsynced, then renamed into place, so a reader sees
+// an object whole or not at all even with concurrent writers or a crash mid-upload. Keys come
+// from the domain but are still validated strictly: a key is the only path input that
+// reaches the filesystem, and a traversal bug here would expose the whole machine.
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat as fsStat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, resolve, sep } from 'node:path';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  InvalidKeyError,
+  ObjectNotFoundError,
+  ObjectTooLargeError,
+  type PutOptions,
+  type Storage,
+  type StoredObject,
+} from '../types.ts';
+
+/** Temp files live inside root so the final rename never crosses a filesystem boundary. */
+const TMP_DIR = '.tmp';
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  return err instanceof Error && codes.includes((err as NodeJS.ErrnoException).code ?? '');
+}
+
+export function createFsStorage(root: string): Storage {
+  const rootDir = resolve(root);
+  const tmpDir = resolve(rootDir, TMP_DIR);
+  const rootPrefix = rootDir.endsWith(sep) ? rootDir : rootDir + sep;
+
+  function pathFor(key: string): string {
+    if (typeof key !== 'string' || key.length === 0 || key.length > 1024) throw new InvalidKeyError(key);
+    if (key.includes('\0') || key.includes('\\') || key.startsWith('/')) throw new InvalidKeyError(key);
+    const segments = key.split('/');
+    if (segments.some((s) => s === '' || s === '.' || s === '..')) throw new InvalidKeyError(key);
+    // The temp area must stay unreachable by key, or deletePrefix('.tmp') could pull files
+    // out from under in-flight uploads.
+    if (segments[0] === TMP_DIR) throw new InvalidKeyError(key);
+    const full = resolve(rootDir, key);
+    // Belt and braces: the checks above should make this impossible, but it is the invariant.
+    if (!full.startsWith(rootPrefix)) throw new InvalidKeyError(key);
+    return full;
+  }
+
+  async function syncDir(dir: string): Promise<void> {
+    // Persist the rename itself; some filesystems refuse fsync on a directory, which only
+    // weakens durability, so that is not an error.
+    try {
+      const handle = await open(dir, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch {
+      /* best effort */
+    }
+  }
+
+  async function openExisting(key: string, full: string) {
+    try {
+      const handle = await open(full, 'r');
+      const info = await handle.stat().catch(async (err: unknown) => {
+        await handle.close();
+        throw err;
+      });
+      if (!info.isFile()) {
+        await handle.close();
+        throw new ObjectNotFoundError(key);
+      }
+      return handle;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT', 'ENOTDIR', 'EISDIR')) throw new ObjectNotFoundError(key);
+      throw err;
+    }
+  }
+
+  return {
+    kind: 'fs',
+
+    async put(key: string, body: Readable | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<StoredObject> {
+      const full = pathFor(key);
+      const { maxBytes } = options;
+      await mkdir(tmpDir, { recursive: true });
+      const tmp = resolve(tmpDir, randomUUID());
+      const hash = createHash('sha256');
+      let size = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
+          size += chunk.length;
+          if (maxBytes !== undefined && size > maxBytes) {
+            callback(new ObjectTooLargeError(maxBytes));
+            return;
+          }
+          hash.update(chunk);
+          callback(null, chunk);
+        },
+      });
+      try {
+        // `flush: true` fsyncs before the stream closes, so the rename publishes durable bytes.
+        await pipeline(body, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }));
+        await mkdir(dirname(full), { recursive: true });
+        await rename(tmp, full);
+      } catch (err) {
+        await unlink(tmp).catch(() => undefined);
+        throw err;
+      }
+      await syncDir(dirname(full));
+      return { key, size, sha256: hash.digest('hex') };
+    },
+
+    async get(key: string): Promise<Readable> {
+      const handle = await openExisting(key, pathFor(key));
+      // The stream owns the handle from here and closes it at end or on destroy.
+      return handle.createReadStream();
+    },
+
+    async head(key: string, length: number): Promise<Buffer> {
+      if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`head length must be a non-negative integer, got ${length}`);
+      const handle = await openExisting(key, pathFor(key));
+      try {
+        const buffer = Buffer.alloc(length);
+        let filled = 0;
+        while (filled < length) {
+          const { bytesRead } = await handle.read(buffer, filled, length - filled, filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        return buffer.subarray(0, filled);
+      } finally {
+        await handle.close();
+      }
+    },
+
+    async stat(key: string): Promise<{ size: number } | null> {
+      try {
+        const info = await fsStat(pathFor(key));
+        return info.isFile() ? { size: info.size } : null;
+      } catch (err) {
+        if (isErrno(err, 'ENOENT', 'ENOTDIR')) return null;
+        throw err;
+      }
+    },
+
+    async deletePrefix(prefix: string): Promise<void> {
+      // Prefixes are whole path segments (`documents/<id>` removes that document's
+      // directory, never `documents/<id>-other`); a trailing slash is tolerated.
+      const key = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+      await rm(pathFor(key), { recursive: true, force: true });
+    },
+
+    async check(): Promise<void> {
+      const probe = resolve(tmpDir, `probe-${randomUUID()}`);
+      try {
+        await mkdir(tmpDir, { recursive: true });
+        await writeFile(probe, 'ok');
+        await unlink(probe);
+      } catch (err) {
+        throw new Error(`fs storage root ${rootDir} is not writable: ${(err as Error).message}`, { cause: err });
+      }
+    },
+  };
+}

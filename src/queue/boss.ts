@@ -1,0 +1,91 @@
+// pg-boss in the same database as the event log. Jobs are created through an adapter over the
+// caller's postgres.js transaction, so an event and the job it triggers commit together.
+// Pickup is LISTEN/NOTIFY (`useListenNotify` on the instance and `notify` on every queue);
+// polling stays on only as a slow backstop.
+import { PgBoss, type Db as IDatabase, type Queue } from 'pg-boss';
+import type { Db } from '../db/client.ts';
+import type { Logger } from '../observability/logger.ts';
+import { QUEUES, type JobRequest, type JobSender, type QueueName } from './jobs.ts';
+
+export const BOSS_SCHEMA = 'pgboss';
+
+export interface QueueSettings {
+  retryLimit: number;
+  retryDelaySeconds: number;
+  heartbeatSeconds: number;
+  superviseIntervalSeconds: number;
+}
+
+/** pg-boss's `db` option over a postgres.js transaction (or pool). */
+export function bossDb(db: Db): IDatabase {
+  return {
+    async executeSql(text: string, values?: unknown[]) {
+      const rows = await db.unsafe(text, (values ?? []) as never[]);
+      return { rows: [...rows] };
+    },
+  };
+}
+
+export function queueDefinitions(settings: QueueSettings): Queue[] {
+  const stage = {
+    retryLimit: settings.retryLimit,
+    retryDelay: settings.retryDelaySeconds,
+    retryBackoff: true,
+    retryDelayMax: 300,
+    heartbeatSeconds: settings.heartbeatSeconds,
+    // A job that neither finishes nor misses a heartbeat is still bounded.
+    expireInSeconds: 60 * 60,
+    deadLetter: QUEUES.deadLetter,
+    notify: true,
+  } satisfies Partial<Queue>;
+  return [
+    { name: QUEUES.deadLetter, retryLimit: 10, retryDelay: 5, retryBackoff: true, notify: true },
+    { name: QUEUES.parse, ...stage },
+    { name: QUEUES.embed, ...stage },
+    { name: QUEUES.purge, retryLimit: 10, retryDelay: 5, retryBackoff: true, retryDelayMax: 600, notify: true },
+  ];
+}
+
+export interface StartBossOptions {
+  url: string;
+  settings: QueueSettings;
+  logger: Logger;
+  instanceName: string;
+  poolMax?: number;
+}
+
+export async function startBoss(options: StartBossOptions): Promise<PgBoss> {
+  const boss = new PgBoss({
+    connectionString: options.url,
+    schema: BOSS_SCHEMA,
+    max: options.poolMax ?? 5,
+    useListenNotify: true,
+    application_name: `docpipe-${options.instanceName}`,
+    instanceName: options.instanceName,
+    superviseIntervalSeconds: options.settings.superviseIntervalSeconds,
+    monitorIntervalSeconds: Math.max(options.settings.superviseIntervalSeconds, 10),
+  });
+  // Background loops report here instead of throwing into the void.
+  boss.on('error', (err) => options.logger.error({ err }, 'pg-boss error'));
+  boss.on('warning', (warning) => options.logger.warn({ warning }, 'pg-boss warning'));
+  await boss.start();
+  for (const queue of queueDefinitions(options.settings)) {
+    const existing = await boss.getQueue(queue.name);
+    if (existing) await boss.updateQueue(queue.name, queue);
+    else await boss.createQueue(queue.name, queue);
+  }
+  return boss;
+}
+
+/** The JobSender over a started pg-boss: jobs go in with the caller's transaction. */
+export function bossJobSender(boss: PgBoss): JobSender {
+  return {
+    async send(tx, jobs: readonly JobRequest[]) {
+      const byQueue = new Map<QueueName, JobRequest[]>();
+      for (const job of jobs) byQueue.set(job.queue, [...(byQueue.get(job.queue) ?? []), job]);
+      for (const [queue, list] of byQueue) {
+        await boss.insert(queue, list.map((j) => ({ data: j.data as object })), { db: bossDb(tx as Db) });
+      }
+    },
+  };
+}

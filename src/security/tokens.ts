@@ -1,0 +1,71 @@
+// JWT verification and (for development and tests only) signing. Supabase's legacy projects
+// sign user tokens with one HS256 secret; the algorithm list is fixed, so `alg: none` or a
+// switched algorithm never verifies. JWKS (ES256/RS256) arrives in a later issue.
+import { createSigner, createVerifier, TokenError } from 'fast-jwt';
+
+export interface JwtSettings {
+  secret: string;
+  audience: string;
+  issuer: string | undefined;
+}
+
+export interface Principal {
+  sub: string;
+  role: string | null;
+  email: string | null;
+}
+
+export type AuthFailure = 'AUTH_MISSING_TOKEN' | 'AUTH_INVALID_TOKEN' | 'AUTH_TOKEN_EXPIRED';
+
+export class AuthError extends Error {
+  constructor(
+    readonly code: AuthFailure,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+export function createTokenVerifier(settings: JwtSettings): (token: string) => Principal {
+  const verify = createVerifier({
+    key: settings.secret,
+    algorithms: ['HS256'],
+    allowedAud: settings.audience,
+    ...(settings.issuer ? { allowedIss: settings.issuer } : {}),
+    requiredClaims: ['sub', 'exp'],
+    clockTolerance: 5_000,
+    cache: 1000,
+  });
+  return (token) => {
+    let claims: Record<string, unknown>;
+    try {
+      claims = verify(token) as Record<string, unknown>;
+    } catch (err) {
+      if (err instanceof TokenError && err.code === TokenError.codes.expired) {
+        throw new AuthError('AUTH_TOKEN_EXPIRED', 'the token has expired');
+      }
+      throw new AuthError('AUTH_INVALID_TOKEN', 'the token is invalid');
+    }
+    if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 255) {
+      throw new AuthError('AUTH_INVALID_TOKEN', 'the token has no usable sub claim');
+    }
+    return {
+      sub: claims.sub,
+      role: typeof claims.role === 'string' ? claims.role : null,
+      email: typeof claims.email === 'string' ? claims.email : null,
+    };
+  };
+}
+
+/** Signs a Supabase-shaped user token. For the development default and tests, not production. */
+export function signUserToken(settings: JwtSettings, sub: string, options: { expiresInSeconds?: number; claims?: Record<string, unknown> } = {}): string {
+  const sign = createSigner({
+    key: settings.secret,
+    algorithm: 'HS256',
+    expiresIn: (options.expiresInSeconds ?? 3600) * 1000,
+    aud: settings.audience,
+    ...(settings.issuer ? { iss: settings.issuer } : {}),
+  });
+  return sign({ sub, role: 'authenticated', ...options.claims });
+}

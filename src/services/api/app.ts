@@ -1,0 +1,84 @@
+// The API service: Fastify with multipart uploads, bearer-JWT auth on every /v1 route, the
+// document routes and health. `buildApiApp` wires it from a runtime; tests call it directly.
+import multipart from '@fastify/multipart';
+import type { FastifyRequest } from 'fastify';
+import type { Config } from '../../config.ts';
+import { migrationsCurrent } from '../../db/migrate.ts';
+import type { CommandContext } from '../../documents/commands.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { Storage } from '../../providers/types.ts';
+import { AuthError, createTokenVerifier, type JwtSettings, type Principal } from '../../security/tokens.ts';
+import { HttpError } from '../errors.ts';
+import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
+import { registerDocumentRoutes } from './documents.ts';
+import { StatusWaiter } from './status-waiter.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+}
+
+export interface ApiDeps {
+  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds'>;
+  jwt: JwtSettings;
+  logger: Logger;
+  ctx: CommandContext;
+  storage: Storage;
+  /** Extra readiness checks (the queue, for one). */
+  readiness?: ReadinessCheck[];
+}
+
+export interface ApiApp {
+  app: App;
+  waiter: StatusWaiter;
+}
+
+export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
+  const app = createHttpApp({ service: 'api', logger: deps.logger });
+  const waiter = new StatusWaiter(deps.ctx.sql, deps.logger);
+  await waiter.start();
+  app.addHook('preClose', () => waiter.close());
+
+  await app.register(multipart, { limits: { fileSize: deps.config.maxUploadBytes } });
+
+  const verify = createTokenVerifier(deps.jwt);
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (request: FastifyRequest) => {
+    if (!request.url.startsWith('/v1/')) return;
+    const header = request.headers.authorization;
+    const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    try {
+      if (!match) throw new AuthError('AUTH_MISSING_TOKEN', 'an Authorization: Bearer <jwt> header is required');
+      request.principal = verify(match[1]!);
+    } catch (err) {
+      if (err instanceof AuthError) throw new HttpError(401, err.code, err.message, { 'www-authenticate': 'Bearer' });
+      throw err;
+    }
+  });
+
+  registerHealth(app, [
+    { name: 'database', check: async () => void (await deps.ctx.sql`select 1`) },
+    {
+      name: 'migrations',
+      check: async () => {
+        if (!(await migrationsCurrent(deps.ctx.sql))) throw new Error('pending migrations: run `docpipe migrate`');
+      },
+    },
+    ...(deps.readiness ?? []),
+  ]);
+
+  registerDocumentRoutes(app, {
+    ctx: deps.ctx,
+    storage: deps.storage,
+    waiter,
+    maxUploadBytes: deps.config.maxUploadBytes,
+    longPollMaxSeconds: deps.config.longPollMaxSeconds,
+    principal: (request) => {
+      const p = (request as FastifyRequest).principal;
+      if (!p) throw new HttpError(401, 'AUTH_MISSING_TOKEN', 'authentication required');
+      return p;
+    },
+  });
+  return { app, waiter };
+}

@@ -1,0 +1,284 @@
+// The /v1/documents routes: upload (streamed to storage, sniffed, hashed), status with ETag and
+// long-poll, list, history, delete and reprocess. Another user's document answers 404, exactly
+// like a missing one, so ids cannot be probed.
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import type { Sql } from '../../db/client.ts';
+import { execute, executeIn, countAppended, type CommandContext } from '../../documents/commands.ts';
+import { DomainError, type DocumentCommand } from '../../documents/document.ts';
+import { documentPrefix, originalKey } from '../../documents/pipeline.ts';
+import type { EventMetadata } from '../../events/catalog.ts';
+import { ConcurrencyError, readStream } from '../../events/store.ts';
+import type { DocumentStatusRow } from '../../projections/document-status.ts';
+import { sniffMediaType } from '../../providers/parser/sniff.ts';
+import { ObjectTooLargeError, SUPPORTED_MEDIA_TYPES, type Storage } from '../../providers/types.ts';
+import type { Principal } from '../../security/tokens.ts';
+import { HttpError, notFound } from '../errors.ts';
+import type { App } from '../http.ts';
+import {
+  Accepted, DocumentList, DocumentParams, DocumentView, ErrorBody, EventList, GetQuery, ListQuery, ReprocessBody, toView,
+} from './schemas.ts';
+import type { StatusWaiter } from './status-waiter.ts';
+import { Type } from 'typebox';
+
+export interface DocumentRoutesOptions {
+  ctx: CommandContext;
+  storage: Storage;
+  waiter: StatusWaiter;
+  maxUploadBytes: number;
+  longPollMaxSeconds: number;
+  principal(request: unknown): Principal;
+}
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+const SNIFF_BYTES = 64 * 1024;
+
+function metadataFor(principal: Principal, requestId: string): EventMetadata {
+  return { correlationId: requestId, causationId: requestId, actor: `user:${principal.sub}`, requestId };
+}
+
+/** A display name only (never a path): no directories, no control characters, bounded. */
+function cleanFileName(name: string | undefined): string {
+  const base = path.posix.basename((name ?? '').replaceAll('\\', '/'));
+  const cleaned = base.replace(/[\x00-\x1f\x7f]/g, '').trim().slice(0, 255);
+  return cleaned || 'document';
+}
+
+async function findOwned(sql: Sql, id: string, owner: string): Promise<DocumentStatusRow> {
+  const [row] = await sql<DocumentStatusRow[]>`
+    select * from docpipe.document_status where id = ${id} and owner_id = ${owner} and status <> 'deleted'`;
+  if (!row) throw notFound();
+  return row;
+}
+
+function domainToHttp(err: unknown): never {
+  if (err instanceof DomainError) {
+    if (err.code === 'DOCUMENT_NOT_FOUND') throw notFound();
+    throw new HttpError(409, err.code, err.message);
+  }
+  if (err instanceof ConcurrencyError) throw new HttpError(409, err.code, 'the document changed meanwhile; retry');
+  throw err;
+}
+
+/** Runs a user command, retrying briefly if a worker appended to the stream at the same moment. */
+async function userCommand(options: DocumentRoutesOptions, id: string, command: DocumentCommand, meta: EventMetadata, hooks?: Parameters<typeof execute>[4]) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await execute(options.ctx, id, command, meta, hooks);
+    } catch (err) {
+      if (err instanceof ConcurrencyError && attempt < 5) continue;
+      domainToHttp(err);
+    }
+  }
+}
+
+function isMultipartError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return (
+    (typeof e?.code === 'string' && e.code.startsWith('FST_') && /MULTIPART|PARTS|FILES|FIELDS/.test(e.code)) ||
+    /Unexpected end of form|Malformed part header|Multipart: Boundary not found|Unexpected end of multipart/i.test(e?.message ?? '')
+  );
+}
+
+export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions): void {
+  const { ctx, storage, waiter } = options;
+  const sql = ctx.sql;
+  const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+  app.post('/v1/documents', {
+    schema: {
+      headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
+      response: { 200: Accepted, 202: Accepted, ...errors, 413: ErrorBody, 415: ErrorBody },
+    },
+  }, async (request, reply) => {
+    const principal = options.principal(request);
+    const idempotencyKey = request.headers['idempotency-key'];
+    if (idempotencyKey !== undefined && (typeof idempotencyKey !== 'string' || !IDEMPOTENCY_KEY.test(idempotencyKey))) {
+      throw new HttpError(400, 'INVALID_IDEMPOTENCY_KEY', 'Idempotency-Key must be 1-255 printable ASCII characters');
+    }
+    if (!request.isMultipart()) {
+      throw new HttpError(415, 'NOT_MULTIPART', 'send the document as multipart/form-data in a field named "file"');
+    }
+    let part;
+    try {
+      part = await request.file({ limits: { fileSize: options.maxUploadBytes, files: 1, fields: 20, parts: 40, headerPairs: 100 }, throwFileSizeLimit: true });
+    } catch (err) {
+      if (isMultipartError(err)) throw new HttpError(400, 'INVALID_MULTIPART', `malformed multipart body: ${(err as Error).message}`);
+      throw err;
+    }
+    if (!part) throw new HttpError(400, 'MISSING_FILE', 'the multipart body has no file part');
+
+    const id = randomUUID();
+    const key = originalKey(id);
+    const cleanup = () => storage.deletePrefix(documentPrefix(id)).catch((err: unknown) => request.log.warn({ err, key }, 'could not remove an upload'));
+    let stored;
+    try {
+      stored = await storage.put(key, part.file, { maxBytes: options.maxUploadBytes });
+      if (part.file.truncated) throw new ObjectTooLargeError(options.maxUploadBytes);
+    } catch (err) {
+      await cleanup();
+      const code = (err as { code?: string }).code;
+      if (err instanceof ObjectTooLargeError || code === 'FST_REQ_FILE_TOO_LARGE') {
+        throw new HttpError(413, 'FILE_TOO_LARGE', `the file exceeds the limit of ${options.maxUploadBytes} bytes`);
+      }
+      if (isMultipartError(err)) throw new HttpError(400, 'INVALID_MULTIPART', `malformed multipart body: ${(err as Error).message}`);
+      throw err;
+    }
+    try {
+      if (stored.size === 0) throw new HttpError(400, 'EMPTY_FILE', 'the file is empty');
+      const mediaType = await sniffMediaType(await storage.head(key, SNIFF_BYTES), part.filename);
+      if (!mediaType) {
+        throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', `the content is not one of the supported types: ${SUPPORTED_MEDIA_TYPES.join(', ')}`);
+      }
+      const meta = metadataFor(principal, request.id);
+      const outcome = await sql.begin(async (tx) => {
+        if (idempotencyKey !== undefined) {
+          const claimed = await tx`
+            insert into docpipe.idempotency_keys (owner_id, key, document_id, sha256)
+            values (${principal.sub}, ${idempotencyKey}, ${id}, ${stored.sha256})
+            on conflict do nothing returning 1`;
+          if (claimed.length === 0) {
+            const [prior] = await tx<{ document_id: string; sha256: string }[]>`
+              select document_id, sha256 from docpipe.idempotency_keys where owner_id = ${principal.sub} and key = ${idempotencyKey}`;
+            if (prior!.sha256 !== stored.sha256) {
+              throw new HttpError(409, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different file');
+            }
+            const [row] = await tx<{ status: string; run: number }[]>`select status, run from docpipe.document_status where id = ${prior!.document_id}`;
+            return { replay: true as const, id: prior!.document_id, status: row?.status ?? 'uploaded', run: row?.run ?? 1 };
+          }
+        }
+        const result = await executeIn(tx, ctx, id, {
+          type: 'Upload',
+          ownerId: principal.sub,
+          fileName: cleanFileName(part.filename),
+          mediaType,
+          size: stored.size,
+          sha256: stored.sha256,
+          storageKey: key,
+          idempotencyKey: idempotencyKey ?? null,
+        }, meta);
+        return { replay: false as const, id, status: 'uploaded', run: 1, events: result.events };
+      });
+      if (outcome.replay) {
+        await cleanup();
+        return reply.status(200).send({ id: outcome.id, status: outcome.status, run: outcome.run, statusUrl: `/v1/documents/${outcome.id}` });
+      }
+      countAppended(outcome.events);
+      request.log.info({ documentId: id, size: stored.size, mediaType }, 'document accepted');
+      return reply
+        .status(202)
+        .header('location', `/v1/documents/${id}`)
+        .send({ id, status: outcome.status, run: outcome.run, statusUrl: `/v1/documents/${id}` });
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  });
+
+  app.get('/v1/documents/:id', {
+    schema: { params: DocumentParams, querystring: GetQuery, response: { 200: DocumentView, 304: Type.Null(), ...errors } },
+  }, async (request, reply) => {
+    const principal = options.principal(request);
+    const { id } = request.params;
+    const waitSeconds = Math.min(request.query.wait ?? 0, options.longPollMaxSeconds);
+    const ifNoneMatch = request.headers['if-none-match'];
+    const seenVersion = ifNoneMatch ? Number(/^(?:W\/)?"(\d+)"$/.exec(ifNoneMatch.trim())?.[1] ?? NaN) : NaN;
+
+    let row: DocumentStatusRow;
+    if (waitSeconds > 0) {
+      // Subscribe before reading, so a change between the read and the wait is not missed.
+      const sub = waiter.subscribe(id);
+      try {
+        row = await findOwned(sql, id, principal.sub);
+        const baseline = Number.isNaN(seenVersion) ? row.version : seenVersion;
+        if (row.version === baseline && row.status !== 'ready' && row.status !== 'failed') {
+          const aborted = new AbortController();
+          request.raw.once('close', () => aborted.abort());
+          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await findOwned(sql, id, principal.sub);
+        }
+      } finally {
+        sub.cancel();
+      }
+    } else {
+      row = await findOwned(sql, id, principal.sub);
+    }
+    reply.header('etag', `"${row.version}"`).header('cache-control', 'private, no-cache');
+    if (row.version === seenVersion) return reply.status(304).send(null);
+    return toView(row);
+  });
+
+  app.get('/v1/documents', {
+    schema: { querystring: ListQuery, response: { 200: DocumentList, ...errors } },
+  }, async (request) => {
+    const principal = options.principal(request);
+    const { status, limit, cursor } = request.query;
+    let after: { t: string; i: string } | null = null;
+    if (cursor) {
+      try {
+        after = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+        if (typeof after?.t !== 'string' || typeof after?.i !== 'string' || Number.isNaN(Date.parse(after.t))) throw new Error();
+      } catch {
+        throw new HttpError(400, 'INVALID_CURSOR', 'the cursor is not one this API returned');
+      }
+    }
+    const rows = await sql<DocumentStatusRow[]>`
+      select * from docpipe.document_status
+      where owner_id = ${principal.sub}
+        and ${status ? sql`status = ${status}` : sql`status <> 'deleted'`}
+        and ${after ? sql`(uploaded_at, id) < (${after.t}::timestamptz, ${after.i}::uuid)` : sql`true`}
+      order by uploaded_at desc, id desc
+      limit ${limit + 1}`;
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    const nextCursor =
+      rows.length > limit && last ? Buffer.from(JSON.stringify({ t: last.uploaded_at.toISOString(), i: last.id })).toString('base64url') : null;
+    return { documents: page.map(toView), nextCursor };
+  });
+
+  app.get('/v1/documents/:id/events', {
+    schema: { params: DocumentParams, response: { 200: EventList, ...errors } },
+  }, async (request) => {
+    const principal = options.principal(request);
+    await findOwned(sql, request.params.id, principal.sub);
+    const events = await readStream(sql, request.params.id);
+    return {
+      events: events.map((e) => ({
+        position: e.globalPosition,
+        version: e.streamVersion,
+        type: e.type,
+        typeVersion: e.typeVersion,
+        data: e.data as unknown as Record<string, unknown>,
+        correlationId: e.metadata.correlationId,
+        causationId: e.metadata.causationId,
+        actor: e.metadata.actor,
+        requestId: e.metadata.requestId,
+        createdAt: e.createdAt.toISOString(),
+      })),
+    };
+  });
+
+  app.delete('/v1/documents/:id', {
+    schema: { params: DocumentParams, response: { 204: Type.Null(), ...errors } },
+  }, async (request, reply) => {
+    const principal = options.principal(request);
+    const { id } = request.params;
+    await findOwned(sql, id, principal.sub);
+    await userCommand(options, id, { type: 'Delete', reason: null }, metadataFor(principal, request.id), {
+      withEvents: async (tx) => {
+        await tx`delete from docpipe.document_chunks where document_id = ${id}`;
+        await tx`delete from docpipe.idempotency_keys where document_id = ${id}`;
+      },
+    });
+    return reply.status(204).send(null);
+  });
+
+  app.post('/v1/documents/:id/reprocess', {
+    schema: { params: DocumentParams, body: ReprocessBody, response: { 202: Accepted, ...errors } },
+  }, async (request, reply) => {
+    const principal = options.principal(request);
+    const { id } = request.params;
+    await findOwned(sql, id, principal.sub);
+    const result = await userCommand(options, id, { type: 'Reprocess', reason: request.body?.reason ?? null }, metadataFor(principal, request.id));
+    return reply.status(202).send({ id, status: result.state.status, run: result.state.run, statusUrl: `/v1/documents/${id}` });
+  });
+}

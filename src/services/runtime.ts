@@ -1,0 +1,98 @@
+// What every service process shares: the database (embedded or configured), migrations,
+// the postgres.js pool, pg-boss, the providers, and an orderly shutdown of all of them.
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { PgBoss } from 'pg-boss';
+import type { Config } from '../config.ts';
+import { createSql, type Sql } from '../db/client.ts';
+import { startEmbeddedPostgres, type EmbeddedPg } from '../db/embedded.ts';
+import { migrate } from '../db/migrate.ts';
+import type { CommandContext } from '../documents/commands.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createProviders, type Providers } from '../providers/index.ts';
+import { bossJobSender, startBoss } from '../queue/boss.ts';
+import { QUEUES } from '../queue/jobs.ts';
+import type { JwtSettings } from '../security/tokens.ts';
+import type { ReadinessCheck } from './http.ts';
+
+export interface Database {
+  url: string;
+  embedded: EmbeddedPg | null;
+}
+
+/** The configured database, or the embedded cluster under the data directory, migrated. */
+export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
+  if (config.databaseUrl) return { url: config.databaseUrl, embedded: null };
+  const pgLog = logger.child({ component: 'embedded-postgres' });
+  const embedded = await startEmbeddedPostgres({
+    dataDir: config.dataDir,
+    port: config.embeddedPgPort,
+    log: (m) => pgLog.debug(m),
+  });
+  logger.info({ dataDir: config.dataDir, port: config.embeddedPgPort }, 'embedded PostgreSQL started');
+  return { url: embedded.url, embedded };
+}
+
+/** The HS256 secret: configured, or (embedded default only) generated once and kept. */
+export async function jwtSettings(config: Config): Promise<JwtSettings> {
+  if (config.jwt.secret) return { secret: config.jwt.secret, audience: config.jwt.audience, issuer: config.jwt.issuer };
+  const file = path.join(config.dataDir, 'dev-jwt-secret');
+  await mkdir(config.dataDir, { recursive: true });
+  if (!existsSync(file)) await writeFile(file, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
+  return { secret: (await readFile(file, 'utf8')).trim(), audience: config.jwt.audience, issuer: config.jwt.issuer };
+}
+
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  database: Database;
+  sql: Sql;
+  boss: PgBoss;
+  ctx: CommandContext;
+  providers: Providers;
+  readiness: ReadinessCheck[];
+  close(): Promise<void>;
+}
+
+export async function openRuntime(config: Config, logger: Logger, instanceName: string): Promise<Runtime> {
+  const database = await openDatabase(config, logger);
+  const sql = createSql(database.url, { max: config.databasePoolMax, applicationName: `docpipe-${instanceName}` });
+  try {
+    if (database.embedded) {
+      const applied = await migrate(sql, { log: (m) => logger.info(m) });
+      if (applied.length) logger.info({ applied }, 'migrations applied');
+    }
+    const boss = await startBoss({ url: database.url, settings: config.queue, logger, instanceName });
+    const providers = createProviders(config);
+    const readiness: ReadinessCheck[] = [
+      {
+        name: 'queue',
+        check: async () => {
+          if (!(await boss.getQueue(QUEUES.parse))) throw new Error('pg-boss queues are not created');
+        },
+      },
+      { name: 'storage', check: () => providers.storage.check() },
+    ];
+    return {
+      config,
+      logger,
+      database,
+      sql,
+      boss,
+      ctx: { sql, jobs: bossJobSender(boss) },
+      providers,
+      readiness,
+      async close() {
+        await boss.stop({ graceful: true, timeout: config.shutdownTimeoutMs, close: true }).catch((err: unknown) => logger.warn({ err }, 'pg-boss stop failed'));
+        await sql.end({ timeout: 5 });
+        await database.embedded?.stop();
+      },
+    };
+  } catch (err) {
+    await sql.end({ timeout: 1 }).catch(() => {});
+    await database.embedded?.stop().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,74 @@
+// The worker: pg-boss handlers that run the pipeline's stages, with per-job child loggers that
+// carry the upload's request id, stage metrics, and an HTTP port for health only.
+import type { Job, JobWithMetadata, PgBoss } from 'pg-boss';
+import type { Config } from '../../config.ts';
+import type { CommandContext } from '../../documents/commands.ts';
+import { runDeadLetter, runEmbedStage, runParseStage, runPurge, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
+import type { Providers } from '../../providers/index.ts';
+import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
+
+export interface WorkerDeps {
+  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize'>;
+  boss: PgBoss;
+  ctx: CommandContext;
+  providers: Providers;
+  logger: Logger;
+}
+
+export interface RunningWorker {
+  /** Stops fetching; in-flight jobs finish (pg-boss's graceful stop waits for them). */
+  stop(): Promise<void>;
+}
+
+const STAGE_OF: Partial<Record<string, 'parse' | 'embed'>> = { [QUEUES.parse]: 'parse', [QUEUES.embed]: 'embed' };
+
+export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
+  const pipeline: PipelineDeps = {
+    ctx: deps.ctx,
+    ...deps.providers,
+    chunking: deps.config.chunking,
+    embedBatchSize: deps.config.embedBatchSize,
+  };
+  const log = deps.logger.child({ service: 'worker' });
+
+  async function run(queue: QueueName, job: Job<JobData> | JobWithMetadata<JobData>, body: (jobLog: Logger) => Promise<StageOutcome>) {
+    const jobLog = log.child({ queue, jobId: job.id, documentId: job.data.documentId, run: job.data.run, requestId: job.data.requestId, retryCount: job.retryCount });
+    const stop = stageDuration.startTimer({ stage: queue.replace(/^docpipe-/, '') });
+    try {
+      const outcome = await body(jobLog);
+      stop({ outcome });
+      jobsCompleted.inc({ queue });
+      jobLog.info({ outcome }, 'job finished');
+    } catch (err) {
+      stop({ outcome: 'error' });
+      jobsFailed.inc({ queue });
+      jobLog.warn({ err }, 'job attempt failed; pg-boss retries it with backoff');
+      throw err;
+    }
+  }
+
+  const options = {
+    localConcurrency: deps.config.queue.concurrency,
+    pollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
+    notifyPollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
+  };
+  await deps.boss.work<JobData>(QUEUES.parse, options, async ([job]) => 
+    run(QUEUES.parse, job!, (l) => runParseStage(pipeline, job!.data, l))),
+  await deps.boss.work<JobData>(QUEUES.embed, options, async ([job]) => run(QUEUES.embed, job!, (l) => runEmbedStage(pipeline, job!.data, l))),
+  await deps.boss.work<JobData>(QUEUES.purge, options, async ([job]) => run(QUEUES.purge, job!, () => runPurge(pipeline, job!.data))),
+  await deps.boss.work(QUEUES.deadLetter, { ...options, includeMetadata: true as const }, async ([job]: JobWithMetadata<JobData>[]) =>
+      run(QUEUES.deadLetter, job!, async (l) => {
+        const stage = STAGE_OF[job!.sourceName ?? ''] ?? null;
+        l.warn({ sourceQueue: job!.sourceName, sourceRetryCount: job!.sourceRetryCount }, 'stage retries exhausted');
+        return runDeadLetter(pipeline, job!.data, stage, job!.sourceRetryCount);
+      }),
+  );
+  log.info({ queues: Object.values(QUEUES), concurrency: options.localConcurrency }, 'worker started');
+  return {
+    async stop() {
+      await Promise.all(Object.values(QUEUES).map((q) => deps.boss.offWork(q, { wait: true })));
+    },
+  };
+}
