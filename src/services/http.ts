@@ -2,7 +2,7 @@
 // request ids, one error shape for every 4xx/5xx, 5xx details kept out of responses, the HTTP
 // duration histogram, and explicit server timeouts.
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../observability/logger.ts';
 import { httpRequestDuration } from '../observability/metrics.ts';
@@ -50,8 +50,7 @@ export function createHttpApp(options: HttpAppOptions): App {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    requestIdLogLabel: 'requestId',
-    disableRequestLogging: true,
+    logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: true }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     // Explicit timeouts: a slow client cannot hold a socket forever. Uploads stream, so the
     // request timeout is generous; long-polls end well within it.

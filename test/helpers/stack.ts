@@ -1,0 +1,140 @@
+// Starts docpipe's services for end-to-end tests: in-process on real ports (port 0), or as a
+// child process running the real CLI (for crash tests). Everything runs against a database of
+// its own on the run's cluster.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after } from 'node:test';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { signUserToken, type JwtSettings } from '../../src/security/tokens.ts';
+import { buildApiApp } from '../../src/services/api/app.ts';
+import { openRuntime, type Runtime } from '../../src/services/runtime.ts';
+import { buildWebhookApp } from '../../src/services/webhook/app.ts';
+import { startWorker, type RunningWorker } from '../../src/services/worker/worker.ts';
+import { createDatabase, type TestDatabase } from './db.ts';
+
+export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789';
+
+export interface TestStack {
+  db: TestDatabase;
+  config: Config;
+  env: Record<string, string>;
+  runtime: Runtime;
+  apiUrl: string;
+  webhookUrl: string;
+  jwt: JwtSettings;
+  worker: RunningWorker | null;
+  token(sub?: string, options?: { expiresInSeconds?: number }): string;
+  /** Starts (again) an in-process worker. */
+  startWorker(): Promise<RunningWorker>;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Extra environment (config variables) for the services. */
+  env?: Record<string, string>;
+  /** Start an in-process worker (default true). Off for tests that run the worker as a child. */
+  worker?: boolean;
+}
+
+export async function startStack(options: StackOptions = {}): Promise<TestStack> {
+  const db = await createDatabase({ manual: true });
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'docpipe-stack-'));
+  const env: Record<string, string> = {
+    DATABASE_URL: db.url,
+    JWT_SECRET: TEST_JWT_SECRET,
+    DOCPIPE_DATA_DIR: dataDir,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    API_PORT: '0',
+    WEBHOOK_PORT: '0',
+    WORKER_PORT: '0',
+    API_METRICS_PORT: '0',
+    WORKER_METRICS_PORT: '0',
+    WEBHOOK_METRICS_PORT: '0',
+    JOB_RETRY_DELAY_SECONDS: '1',
+    JOB_HEARTBEAT_SECONDS: '10',
+    QUEUE_SUPERVISE_INTERVAL_SECONDS: '2',
+    ...options.env,
+  };
+  const config = loadConfig(env);
+  const logger = createLogger(config.logLevel);
+  const runtime = await openRuntime(config, logger, 'test');
+  const jwt: JwtSettings = { secret: TEST_JWT_SECRET, audience: config.jwt.audience, issuer: config.jwt.issuer };
+  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, readiness: runtime.readiness });
+  const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
+  const webhook = buildWebhookApp({ sql: runtime.sql, logger, readiness: runtime.readiness });
+  const webhookUrl = await webhook.listen({ host: '127.0.0.1', port: 0 });
+  const workers: RunningWorker[] = [];
+  const stack: TestStack = {
+    db,
+    config,
+    env,
+    runtime,
+    apiUrl,
+    webhookUrl,
+    jwt,
+    worker: null,
+    token: (sub = 'user-a', o = {}) => signUserToken(jwt, sub, o),
+    async startWorker() {
+      const w = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
+      workers.push(w);
+      stack.worker = w;
+      return w;
+    },
+    async close() {
+      await api.app.close();
+      await webhook.close();
+      for (const w of workers) await w.stop().catch(() => {});
+      await runtime.close();
+      await db.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  if (options.worker !== false) await stack.startWorker();
+  after(() => stack.close());
+  return stack;
+}
+
+/** Runs `docpipe <command>` (the real CLI) as a child process with the stack's environment. */
+export function spawnCli(command: string, env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), command], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return child;
+}
+
+/** Authenticated fetch against the API. */
+export function api(stack: TestStack, sub = 'user-a') {
+  const token = stack.token(sub);
+  return (route: string, init: RequestInit = {}) =>
+    fetch(new URL(route, stack.apiUrl), { ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers as Record<string, string>) } });
+}
+
+/** Uploads a file as multipart, like `curl -F file=@...`. */
+export async function upload(stack: TestStack, bytes: Buffer | Uint8Array, fileName: string, options: { sub?: string; idempotencyKey?: string } = {}): Promise<Response> {
+  const form = new FormData();
+  form.append('file', new Blob([bytes]), fileName);
+  const headers: Record<string, string> = { authorization: `Bearer ${stack.token(options.sub ?? 'user-a')}` };
+  if (options.idempotencyKey) headers['idempotency-key'] = options.idempotencyKey;
+  return fetch(new URL('/v1/documents', stack.apiUrl), { method: 'POST', body: form, headers });
+}
+
+/** Long-polls GET /v1/documents/:id until the status is one of `statuses` or the deadline passes. */
+export async function waitForStatus(stack: TestStack, id: string, statuses: string[], options: { sub?: string; timeoutMs?: number } = {}): Promise<Record<string, any>> {
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  const call = api(stack, options.sub);
+  let last: Record<string, any> | null = null;
+  while (Date.now() < deadline) {
+    const res = await call(`/v1/documents/${id}?wait=5`, last ? { headers: { 'if-none-match': `"${last.version}"` } } : {});
+    if (res.status === 200) last = (await res.json()) as Record<string, any>;
+    else if (res.status !== 304) throw new Error(`GET /v1/documents/${id} answered ${res.status}: ${await res.text()}`);
+    if (last && statuses.includes(last.status)) return last;
+  }
+  throw new Error(`document ${id} did not reach ${statuses.join('|')} in time; last: ${JSON.stringify(last)}`);
+}
