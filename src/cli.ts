@@ -3,6 +3,7 @@
 // One entrypoint for the three services (three Fly apps, one image) and the operator commands.
 // SIGINT/SIGTERM: stop accepting, drain requests and jobs, close pools, stop the embedded
 // Postgres, all within SHUTDOWN_TIMEOUT_MS.
+import { existsSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
 import { ConfigError, envExample, loadConfig, type Config, type ServiceName } from './config.ts';
 import { createSql } from './db/client.ts';
@@ -129,6 +130,8 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(envExample());
     return;
   }
+  // A local .env fills in what the environment leaves unset (never overrides it).
+  if (existsSync('.env')) process.loadEnvFile('.env');
   let config: Config;
   try {
     config = loadConfig();
