@@ -31,7 +31,7 @@ function embedOne(text: string, index: number, dimensions: number): Float32Array
     throw new RangeError(`cannot embed empty text (input ${index})`);
   }
   const normalised = text.normalize('NFKC').toLowerCase();
-  let words = normalised.match(/[\p{L}\p{N}]+(?:['’][\p{L}]+)*/gu) ?? [];
+  let words: string[] = normalised.match(/[\p{L}\p{N}]+(?:['’][\p{L}]+)*/gu) ?? [];
   // Text made only of symbols or punctuation still deserves a stable, non-zero vector.
   if (words.length === 0) words = Array.from(normalised.replace(/\s+/g, ''));
 

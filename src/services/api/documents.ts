@@ -32,6 +32,16 @@ export interface DocumentRoutesOptions {
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const SNIFF_BYTES = 64 * 1024;
+const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A cursor time as this API writes it (UTC, up to microseconds) that Postgres accepts too. */
+function isCursorTime(t: string): boolean {
+  if (!CURSOR_TIME.test(t)) return false;
+  const ms = Date.parse(t);
+  // Date.parse takes 2024-02-30 or 24:00 (Postgres does not): the instant must print back the same.
+  return ms >= 0 && new Date(ms).toISOString().slice(0, 19) === t.slice(0, 19);
+}
 
 function metadataFor(principal: Principal, requestId: string): EventMetadata {
   return { correlationId: requestId, causationId: requestId, actor: `user:${principal.sub}`, requestId };
@@ -216,22 +226,27 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     if (cursor) {
       try {
         after = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-        if (typeof after?.t !== 'string' || typeof after?.i !== 'string' || Number.isNaN(Date.parse(after.t))) throw new Error();
+        // Exactly the shapes this API issues, so nothing reaches Postgres that it cannot cast.
+        if (typeof after?.t !== 'string' || typeof after?.i !== 'string' || !isCursorTime(after.t) || !UUID.test(after.i)) throw new Error();
       } catch {
         throw new HttpError(400, 'INVALID_CURSOR', 'the cursor is not one this API returned');
       }
     }
-    const rows = await sql<DocumentStatusRow[]>`
-      select * from docpipe.document_status
+    // The cursor keeps uploaded_at to the microsecond (a JS Date would round it to the
+    // millisecond and skip rows uploaded within the same one), and is sent as text so that
+    // postgres.js does not round it through a Date either.
+    const rows = await sql<(DocumentStatusRow & { cursor_at: string })[]>`
+      select *, to_char(uploaded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at
+      from docpipe.document_status
       where owner_id = ${principal.sub}
         and ${status ? sql`status = ${status}` : sql`status <> 'deleted'`}
-        and ${after ? sql`(uploaded_at, id) < (${after.t}::timestamptz, ${after.i}::uuid)` : sql`true`}
+        and ${after ? sql`(uploaded_at, id) < (${after.t}::text::timestamptz, ${after.i}::uuid)` : sql`true`}
       order by uploaded_at desc, id desc
       limit ${limit + 1}`;
     const page = rows.slice(0, limit);
     const last = page.at(-1);
     const nextCursor =
-      rows.length > limit && last ? Buffer.from(JSON.stringify({ t: last.uploaded_at.toISOString(), i: last.id })).toString('base64url') : null;
+      rows.length > limit && last ? Buffer.from(JSON.stringify({ t: last.cursor_at, i: last.id })).toString('base64url') : null;
     return { documents: page.map(toView), nextCursor };
   });
 

