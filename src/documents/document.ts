@@ -125,6 +125,7 @@ export function decide(command: DocumentCommand, state: DocumentState): NewEvent
         reject(state, 'ILLEGAL_TRANSITION', 'the document has not been chunked');
       }
       // Batches are stored in order, each exactly once: a retried job resumes at batchesDone.
+      if (command.batch >= state.batches) reject(state, 'ILLEGAL_TRANSITION', 'all batches are already stored');
       if (command.batch !== state.batchesDone) {
         reject(state, 'ILLEGAL_TRANSITION', `batch ${command.batch} is not the next batch (${state.batchesDone})`);
       }

