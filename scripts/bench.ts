@@ -777,7 +777,7 @@ function header(r: Results): string {
     `docpipe benchmark, ${r.date} (${s.mode}: ${s.durationSeconds} s per HTTP measurement after ${s.warmupSeconds} s warm-up)`,
     `machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, ${m.kernel}; Node ${m.node}; PostgreSQL ${m.postgres} (embedded, fsync on, synchronous_commit on)`,
     `fdatasync of 8 KB on the temp dir: p50 ${fmt(r.fsync.p50, 2)} ms, p99 ${fmt(r.fsync.p99, 2)} ms (${r.fsync.n} samples)`,
-    `pools: docpipe ${s.databasePoolMax} connections (+ pg-boss 5), INSERT baseline ${s.databasePoolMax}; WORKER_CONCURRENCY ${s.workerConcurrency}; QUEUE_POLLING_INTERVAL_SECONDS ${s.queuePollSeconds ?? 'default (30)'}; local parser + local embedder`,
+    `pools: docpipe ${s.databasePoolMax} connections (+ pg-boss 5), INSERT baseline ${s.databasePoolMax}; WORKER_CONCURRENCY ${s.workerConcurrency}; QUEUE_POLLING_INTERVAL_SECONDS ${s.queuePollSeconds ?? `default (${loadConfig({}).queue.pollingIntervalSeconds})`}; local parser + local embedder`,
     `POST runs with the worker stopped; GET runs with the worker started and idle.`,
   ].join('\n');
 }
