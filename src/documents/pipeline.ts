@@ -86,8 +86,8 @@ async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed
 
 export async function runParseStage(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
   return guarded(deps, job, 'parse', log, async () => {
-    const current = await loadDocument(deps.ctx.sql, job.documentId);
-    if (!inRun(current, job, ['uploaded', 'parsing'])) return 'skipped';
+    // StartParse's decide rejects a stale run or a finished parse (DomainError -> skipped),
+    // so no separate read is needed first.
     const meta = metadataFor(job);
     const started = await execute(deps.ctx, job.documentId, { type: 'StartParse', run: job.run, parser: deps.parser.kind }, meta);
     const state = started.state;
@@ -142,8 +142,7 @@ async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChun
 
 export async function runEmbedStage(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
   return guarded(deps, job, 'embed', log, async () => {
-    const current = await loadDocument(deps.ctx.sql, job.documentId);
-    if (!inRun(current, job, ['parsed', 'embedding'])) return 'skipped';
+    // As in parse: StartEmbedding's decide is the staleness check.
     const meta = metadataFor(job);
     let { state } = await execute(deps.ctx, job.documentId, { type: 'StartEmbedding', run: job.run }, meta);
 
