@@ -19,9 +19,25 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   jwt: { secret: string | undefined; audience: string; issuer: string | undefined };
   maxUploadBytes: number;
-  storage: { kind: 'fs'; dir: string };
-  parser: { kind: 'local' };
-  embedder: { kind: 'local'; dimensions: number };
+  storage: StorageConfig;
+  parser: ParserConfig;
+  embedder: EmbedderConfig;
+  webhook: {
+    /** Base URL at which the parser reaches the webhook service; unset: no webhooks, polling only. */
+    publicUrl: string | undefined;
+    /** HMAC key of the per-document webhook credentials. */
+    secret: string | undefined;
+    /** LlamaCloud's `webhook_signing_secret`: when set, `LC-Signature` is verified too. */
+    llamaparseSigningSecret: string | undefined;
+  };
+  uploads: {
+    /** Base URL clients use to reach the API (signed fs upload URLs point here). */
+    publicApiUrl: string;
+    /** Largest direct-to-storage upload (POST /v1/uploads). */
+    directMaxBytes: number;
+    /** Validity of a signed upload URL (Supabase fixes its own at 2 h). */
+    urlTtlSeconds: number;
+  };
   chunking: { maxTokens: number; overlapTokens: number };
   embedBatchSize: number;
   queue: {
@@ -35,6 +51,42 @@ export interface Config {
   longPollMaxSeconds: number;
   shutdownTimeoutMs: number;
 }
+
+export type StorageConfig =
+  | { kind: 'fs'; dir: string }
+  | { kind: 'supabase'; url: string; serviceKey: string; bucket: string; timeoutSeconds: number };
+
+export type ParserConfig =
+  | { kind: 'local' }
+  | {
+      kind: 'llamaparse';
+      apiKey: string;
+      baseUrl: string;
+      organizationId: string | undefined;
+      projectId: string | undefined;
+      parseMode: string | undefined;
+      /** Wait this long for a webhook before polling the job status. */
+      pollAfterSeconds: number;
+      /** A job still PENDING this long after submission fails with PARSE_TIMEOUT. */
+      deadlineMinutes: number;
+      timeoutSeconds: number;
+    };
+
+export type EmbedderConfig =
+  | { kind: 'local'; dimensions: number }
+  | {
+      kind: 'openai';
+      dimensions: number;
+      apiKey: string;
+      baseUrl: string;
+      model: string;
+      timeoutSeconds: number;
+      /** Shared by every worker process through a Postgres token bucket. */
+      requestsPerMinute: number;
+      tokensPerMinute: number;
+      /** How long one job waits through 429s before it hands the attempt back to pg-boss. */
+      maxRateLimitWaitSeconds: number;
+    };
 
 type Parse<T> = (raw: string) => T;
 
@@ -86,6 +138,17 @@ const postgresUrl: Parse<string> = (raw) => {
   return raw;
 };
 
+const httpUrl: Parse<string> = (raw) => {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error(`must be an http:// or https:// URL, got ${JSON.stringify(raw)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`must be an http:// or https:// URL, got protocol ${url.protocol}`);
+  return raw.replace(/\/+$/, '');
+};
+
 const secret: Parse<string> = (raw) => {
   if (raw.length < 32) throw new Error('must be at least 32 characters');
   return raw;
@@ -108,11 +171,36 @@ export const SPEC: VarSpec[] = [
   { name: 'JWT_AUDIENCE', default: 'authenticated', description: 'Required `aud` claim.', parse: text },
   { name: 'JWT_ISSUER', default: undefined, description: 'Required `iss` claim, e.g. https://<ref>.supabase.co/auth/v1 (unset: not checked).', parse: text },
   { name: 'MAX_UPLOAD_BYTES', default: String(50 * 1024 * 1024), description: 'Largest accepted upload; larger answers 413 FILE_TOO_LARGE.', parse: int(1, 2 ** 40) },
-  { name: 'DOCPIPE_STORAGE', default: 'fs', description: 'Storage adapter: fs.', parse: oneOf('fs') },
+  { name: 'DIRECT_UPLOAD_MAX_BYTES', default: String(512 * 1024 * 1024), description: 'Largest direct-to-storage upload declared to POST /v1/uploads (LlamaParse takes up to 512 MB).', parse: int(1, 2 ** 40) },
+  { name: 'UPLOAD_URL_TTL_SECONDS', default: '7200', description: 'Validity of a signed upload URL from POST /v1/uploads (Supabase fixes its own at 2 h).', parse: int(60, 7 * 24 * 3600) },
+  { name: 'PUBLIC_API_URL', default: undefined, description: 'Base URL clients use to reach the API; signed fs upload URLs point here (default http://HOST:API_PORT).', parse: httpUrl },
+  { name: 'DOCPIPE_STORAGE', default: 'fs', description: 'Storage adapter: fs (local directory) or supabase (Supabase Storage).', parse: oneOf('fs', 'supabase') },
   { name: 'STORAGE_DIR', default: undefined, description: 'Root of the fs storage (default DOCPIPE_DATA_DIR/files).', parse: text },
-  { name: 'DOCPIPE_PARSER', default: 'local', description: 'Parser adapter: local.', parse: oneOf('local') },
-  { name: 'DOCPIPE_EMBEDDER', default: 'local', description: 'Embedder adapter: local (lexical feature hashing, not semantic).', parse: oneOf('local') },
-  { name: 'EMBEDDING_DIMENSIONS', default: '512', description: 'Vector dimensions.', parse: int(8, 4096) },
+  { name: 'SUPABASE_URL', default: undefined, description: 'Project URL, https://<ref>.supabase.co (DOCPIPE_STORAGE=supabase).', parse: httpUrl },
+  { name: 'SUPABASE_SERVICE_ROLE_KEY', default: undefined, description: 'Service role key: storage calls bypass row-level security (DOCPIPE_STORAGE=supabase). A Fly secret.', parse: text },
+  { name: 'SUPABASE_STORAGE_BUCKET', default: 'documents', description: 'Private bucket for originals and parsed markdown; `docpipe setup-storage` creates it.', parse: text },
+  { name: 'SUPABASE_TIMEOUT_SECONDS', default: '120', description: 'Timeout of one storage request.', parse: int(1, 3600) },
+  { name: 'DOCPIPE_PARSER', default: 'local', description: 'Parser adapter: local (in-process) or llamaparse (LlamaCloud, webhooks plus polling).', parse: oneOf('local', 'llamaparse') },
+  { name: 'LLAMAPARSE_API_KEY', default: undefined, description: 'LlamaCloud API key, llx-... (DOCPIPE_PARSER=llamaparse). A Fly secret.', parse: text },
+  { name: 'LLAMAPARSE_BASE_URL', default: 'https://api.cloud.llamaindex.ai', description: 'LlamaCloud base URL (EU: https://api.cloud.eu.llamaindex.ai).', parse: httpUrl },
+  { name: 'LLAMAPARSE_ORGANIZATION_ID', default: undefined, description: 'Optional organization_id query parameter.', parse: text },
+  { name: 'LLAMAPARSE_PROJECT_ID', default: undefined, description: 'Optional project_id query parameter.', parse: text },
+  { name: 'LLAMAPARSE_PARSE_MODE', default: undefined, description: 'Optional parse_mode form field (e.g. parse_page_with_llm); unset: the account default.', parse: text },
+  { name: 'LLAMAPARSE_POLL_AFTER_SECONDS', default: '60', description: 'Wait this long for a webhook before polling the job status (then 1 s doubling to 60 s).', parse: int(0, 3600) },
+  { name: 'LLAMAPARSE_DEADLINE_MINUTES', default: '45', description: 'A parse job not finished this long after submission fails with PARSE_TIMEOUT.', parse: int(1, 24 * 60) },
+  { name: 'LLAMAPARSE_TIMEOUT_SECONDS', default: '120', description: 'Timeout of one LlamaCloud HTTP request (the upload included).', parse: int(1, 3600) },
+  { name: 'WEBHOOK_PUBLIC_URL', default: undefined, description: 'Base URL at which LlamaCloud reaches the webhook service (https://<app>.fly.dev). Unset: no webhooks, polling only.', parse: httpUrl },
+  { name: 'WEBHOOK_SECRET', default: undefined, description: 'HMAC key (>= 32 chars) of the per-document webhook credentials. Required with WEBHOOK_PUBLIC_URL. A Fly secret.', parse: secret },
+  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'LlamaCloud webhook_signing_secret: when set, LC-Signature is required and verified as well.', parse: text },
+  { name: 'DOCPIPE_EMBEDDER', default: 'local', description: 'Embedder adapter: local (lexical feature hashing, not semantic) or openai.', parse: oneOf('local', 'openai') },
+  { name: 'EMBEDDING_DIMENSIONS', default: '512', description: 'Vector dimensions (openai: the `dimensions` parameter of text-embedding-3 models).', parse: int(8, 4096) },
+  { name: 'OPENAI_API_KEY', default: undefined, description: 'OpenAI API key (DOCPIPE_EMBEDDER=openai). A Fly secret.', parse: text },
+  { name: 'OPENAI_BASE_URL', default: 'https://api.openai.com/v1', description: 'OpenAI base URL, /v1 included (Azure-compatible gateways work too).', parse: httpUrl },
+  { name: 'OPENAI_EMBEDDING_MODEL', default: 'text-embedding-3-small', description: 'Embedding model.', parse: text },
+  { name: 'OPENAI_TIMEOUT_SECONDS', default: '60', description: 'Timeout of one embeddings request.', parse: int(1, 600) },
+  { name: 'OPENAI_REQUESTS_PER_MINUTE', default: '3000', description: 'Request budget per minute shared by every worker process (a Postgres token bucket).', parse: int(1, 10_000_000) },
+  { name: 'OPENAI_TOKENS_PER_MINUTE', default: '1000000', description: 'Token budget per minute shared by every worker process.', parse: int(1, 1_000_000_000) },
+  { name: 'OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS', default: '900', description: 'How long one job keeps waiting through 429s before it hands the attempt back to pg-boss.', parse: int(1, 3600) },
   { name: 'CHUNK_MAX_TOKENS', default: '512', description: 'Chunk size in cl100k_base tokens.', parse: int(16, 8191) },
   { name: 'CHUNK_OVERLAP_TOKENS', default: '64', description: 'Tokens repeated from the end of one chunk at the start of the next.', parse: int(0, 4000) },
   { name: 'EMBED_BATCH_SIZE', default: '64', description: 'Chunks per embedding request; progress is saved per batch.', parse: int(1, 2048) },
@@ -156,6 +244,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (maxTokens !== undefined && overlap !== undefined && overlap * 2 >= maxTokens) {
     problems.push(`CHUNK_OVERLAP_TOKENS: must be less than half of CHUNK_MAX_TOKENS (${maxTokens}), got ${overlap}`);
   }
+  const requires = (selector: string, names: string[]) => {
+    const missing = names.filter((n) => get(n) === undefined && !problems.some((p) => p.startsWith(`${n}:`)));
+    if (missing.length > 0) problems.push(`${selector} needs ${missing.join(', ')} (unset)`);
+  };
+  if (get('DOCPIPE_STORAGE') === 'supabase') requires('DOCPIPE_STORAGE=supabase', ['SUPABASE_URL', 'SUPABASE_SERVICE_ROLE_KEY']);
+  if (get('DOCPIPE_PARSER') === 'llamaparse') requires('DOCPIPE_PARSER=llamaparse', ['LLAMAPARSE_API_KEY']);
+  if (get('DOCPIPE_EMBEDDER') === 'openai') requires('DOCPIPE_EMBEDDER=openai', ['OPENAI_API_KEY']);
+  if (get('WEBHOOK_PUBLIC_URL') !== undefined) requires('WEBHOOK_PUBLIC_URL', ['WEBHOOK_SECRET']);
   if (problems.length > 0) throw new ConfigError(problems);
 
   const dataDir = path.resolve(get<string>('DOCPIPE_DATA_DIR'));
@@ -172,9 +268,44 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: get('LOG_LEVEL'),
     jwt: { secret: get('JWT_SECRET'), audience: get('JWT_AUDIENCE'), issuer: get('JWT_ISSUER') },
     maxUploadBytes: get('MAX_UPLOAD_BYTES'),
-    storage: { kind: 'fs', dir: path.resolve(get<string | undefined>('STORAGE_DIR') ?? path.join(dataDir, 'files')) },
-    parser: { kind: 'local' },
-    embedder: { kind: 'local', dimensions: get('EMBEDDING_DIMENSIONS') },
+    storage:
+      get('DOCPIPE_STORAGE') === 'supabase'
+        ? { kind: 'supabase', url: get('SUPABASE_URL'), serviceKey: get('SUPABASE_SERVICE_ROLE_KEY'), bucket: get('SUPABASE_STORAGE_BUCKET'), timeoutSeconds: get('SUPABASE_TIMEOUT_SECONDS') }
+        : { kind: 'fs', dir: path.resolve(get<string | undefined>('STORAGE_DIR') ?? path.join(dataDir, 'files')) },
+    parser:
+      get('DOCPIPE_PARSER') === 'llamaparse'
+        ? {
+            kind: 'llamaparse',
+            apiKey: get('LLAMAPARSE_API_KEY'),
+            baseUrl: get('LLAMAPARSE_BASE_URL'),
+            organizationId: get('LLAMAPARSE_ORGANIZATION_ID'),
+            projectId: get('LLAMAPARSE_PROJECT_ID'),
+            parseMode: get('LLAMAPARSE_PARSE_MODE'),
+            pollAfterSeconds: get('LLAMAPARSE_POLL_AFTER_SECONDS'),
+            deadlineMinutes: get('LLAMAPARSE_DEADLINE_MINUTES'),
+            timeoutSeconds: get('LLAMAPARSE_TIMEOUT_SECONDS'),
+          }
+        : { kind: 'local' },
+    embedder:
+      get('DOCPIPE_EMBEDDER') === 'openai'
+        ? {
+            kind: 'openai',
+            dimensions: get('EMBEDDING_DIMENSIONS'),
+            apiKey: get('OPENAI_API_KEY'),
+            baseUrl: get('OPENAI_BASE_URL'),
+            model: get('OPENAI_EMBEDDING_MODEL'),
+            timeoutSeconds: get('OPENAI_TIMEOUT_SECONDS'),
+            requestsPerMinute: get('OPENAI_REQUESTS_PER_MINUTE'),
+            tokensPerMinute: get('OPENAI_TOKENS_PER_MINUTE'),
+            maxRateLimitWaitSeconds: get('OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS'),
+          }
+        : { kind: 'local', dimensions: get('EMBEDDING_DIMENSIONS') },
+    webhook: { publicUrl: get('WEBHOOK_PUBLIC_URL'), secret: get('WEBHOOK_SECRET'), llamaparseSigningSecret: get('LLAMAPARSE_WEBHOOK_SIGNING_SECRET') },
+    uploads: {
+      publicApiUrl: get<string | undefined>('PUBLIC_API_URL') ?? `http://${urlHost(get('HOST'))}:${get<number>('API_PORT')}`,
+      directMaxBytes: get('DIRECT_UPLOAD_MAX_BYTES'),
+      urlTtlSeconds: get('UPLOAD_URL_TTL_SECONDS'),
+    },
     chunking: { maxTokens, overlapTokens: overlap },
     embedBatchSize: get('EMBED_BATCH_SIZE'),
     queue: {
@@ -188,6 +319,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     longPollMaxSeconds: get('LONG_POLL_MAX_SECONDS'),
     shutdownTimeoutMs: get('SHUTDOWN_TIMEOUT_MS'),
   };
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
 }
 
 /** The text of `.env.example`, generated from SPEC. */

@@ -79,3 +79,47 @@ export async function startMetricsServer(host: string, port: number): Promise<{ 
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
+
+export const providerRequests = new Counter({
+  name: 'docpipe_provider_requests_total',
+  help: 'HTTP requests to external providers (llamaparse, openai, supabase), by operation and outcome (ok, rate_limited, server_error, client_error, network_error).',
+  labelNames: ['provider', 'operation', 'outcome'] as const,
+  registers: [registry],
+});
+
+export const providerRequestDuration = new Histogram({
+  name: 'docpipe_provider_request_duration_seconds',
+  help: 'Duration of one provider HTTP request, by provider and operation.',
+  labelNames: ['provider', 'operation'] as const,
+  buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+  registers: [registry],
+});
+
+export const rateBudgetWait = new Histogram({
+  name: 'docpipe_rate_budget_wait_seconds',
+  help: 'Time spent waiting for the shared provider rate budget (token buckets in Postgres), by bucket.',
+  labelNames: ['bucket'] as const,
+  buckets: [0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+  registers: [registry],
+});
+
+export const embeddingTokens = new Counter({
+  name: 'docpipe_embedding_tokens_total',
+  help: 'Tokens sent to the embedder (usage.prompt_tokens as reported by the provider), by model: the cost driver.',
+  labelNames: ['model'] as const,
+  registers: [registry],
+});
+
+export const webhookDeliveries = new Counter({
+  name: 'docpipe_webhook_deliveries_total',
+  help: 'Webhook deliveries by provider and outcome (appended, duplicate, ignored, unknown_document, rejected).',
+  labelNames: ['provider', 'outcome'] as const,
+  registers: [registry],
+});
+
+export const webhookAuthFailures = new Counter({
+  name: 'docpipe_webhook_auth_failures_total',
+  help: 'Webhook deliveries answered 401, by provider and reason (missing, bad_credential, bad_signature).',
+  labelNames: ['provider', 'reason'] as const,
+  registers: [registry],
+});

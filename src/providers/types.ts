@@ -39,6 +39,29 @@ export interface Storage {
   deletePrefix(prefix: string): Promise<void>;
   /** Readiness: resolves when the storage can be written, throws with a clear message otherwise. */
   check(): Promise<void>;
+  /** Creates what the storage needs (the Supabase bucket, the fs root); idempotent. `docpipe setup-storage`. */
+  setup(): Promise<'created' | 'exists'>;
+  /**
+   * A URL the client PUTs the bytes of `key` to, without going through the API's body. Supabase:
+   * a signed upload URL of the storage server; fs: the API's own PUT /v1/storage/upload route.
+   */
+  createSignedUpload(key: string, options: SignedUploadOptions): Promise<SignedUpload>;
+}
+
+export interface SignedUploadOptions {
+  expiresInSeconds: number;
+  /** Most bytes the URL accepts (fs enforces it; Supabase enforces the bucket's limit). */
+  maxBytes: number;
+  contentType: string;
+}
+
+export interface SignedUpload {
+  /** Absolute URL; the client sends `PUT url` with the raw bytes as the body. */
+  url: string;
+  method: 'PUT';
+  /** Headers the client must send with the PUT. */
+  headers: Record<string, string>;
+  expiresAt: Date;
 }
 
 export interface ParsedDocument {
@@ -46,10 +69,48 @@ export interface ParsedDocument {
   pages: number;
 }
 
-export interface Parser {
+/** A parser that answers in-process, within the parse job. */
+export interface SyncParser {
   readonly kind: string;
+  readonly mode: 'sync';
   parse(bytes: Buffer, mediaType: MediaType): Promise<ParsedDocument>;
 }
+
+/** Where the provider should call back when its job finishes. */
+export interface ParserWebhook {
+  url: string;
+  /** Sent with every delivery (the per-document credential goes here). */
+  headers: Record<string, string>;
+}
+
+export type ProviderJobStatus = 'PENDING' | 'SUCCESS' | 'ERROR' | 'PARTIAL_SUCCESS' | 'CANCELLED';
+
+export interface ProviderJob {
+  id: string;
+  status: ProviderJobStatus;
+  errorCode: string | null;
+  errorMessage: string | null;
+}
+
+export interface SubmitInput {
+  bytes: Buffer;
+  fileName: string;
+  mediaType: MediaType;
+  /** Null: no webhook is requested, the pipeline polls. */
+  webhook: ParserWebhook | null;
+}
+
+/** A parser that runs as a remote job: submit, then a webhook or polling says when it is done. */
+export interface AsyncParser {
+  readonly kind: string;
+  readonly mode: 'async';
+  submit(input: SubmitInput): Promise<{ jobId: string }>;
+  status(jobId: string): Promise<ProviderJob>;
+  /** The markdown of a finished job (SUCCESS or PARTIAL_SUCCESS). */
+  result(jobId: string): Promise<ParsedDocument>;
+}
+
+export type Parser = SyncParser | AsyncParser;
 
 export interface Chunk {
   index: number;
@@ -91,6 +152,23 @@ export class InvalidKeyError extends Error {
   constructor(readonly key: string) {
     super(`invalid storage key: ${JSON.stringify(key)}`);
     this.name = 'InvalidKeyError';
+  }
+}
+
+/**
+ * A provider call failed. `permanent`: retrying cannot help (bad key, wrong project, a request
+ * the provider refuses); the document fails at once with `code`. Otherwise the job is retried.
+ */
+export class ProviderError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly permanent: boolean,
+    readonly details: { status?: number; retryAfterMs?: number } = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'ProviderError';
   }
 }
 

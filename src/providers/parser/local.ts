@@ -6,14 +6,14 @@
 import mammoth from 'mammoth';
 import { NodeHtmlMarkdown } from 'node-html-markdown';
 import { extractText, getDocumentProxy } from 'unpdf';
-import { UnparseableDocumentError, type MediaType, type ParsedDocument, type Parser } from '../types.ts';
+import { UnparseableDocumentError, type MediaType, type ParsedDocument, type SyncParser } from '../types.ts';
 
 /** The separator LlamaParse puts between pages, so both parsers' output chunks alike. */
 export const PAGE_SEPARATOR = '\n\n---\n\n';
 
 const DOCX = 'application/vnd.openxmlformats-officedocument.wordprocessingml.document';
 
-export function createLocalParser(): Parser {
+export function createLocalParser(): SyncParser {
   const htmlToMarkdown = new NodeHtmlMarkdown(
     {
       maxConsecutiveNewlines: 2,
@@ -32,6 +32,7 @@ export function createLocalParser(): Parser {
 
   return {
     kind: 'local',
+    mode: 'sync',
 
     async parse(bytes: Buffer, mediaType: MediaType): Promise<ParsedDocument> {
       switch (mediaType) {
