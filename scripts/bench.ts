@@ -17,7 +17,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +37,7 @@ import { MULTIPART_CONTENT_TYPE, multipartBody, textDocument } from './bench/doc
 import type { AutocannonJob, AutocannonResult, ChildMessage, CpuTimes, Job, JobResult, UploadLargeResult, UploadManyResult } from './bench/protocol.ts';
 import { fmt, mb, pct, summarize, table, type Summary } from './bench/stats.ts';
 import { describeWaits, WaitSampler, type WaitProfile } from './bench/waits.ts';
+import { freePort } from '../src/util/free-port.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -144,16 +144,6 @@ function cleanup(): Promise<void> {
   return cleanedUp;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface ChildRun<R extends JobResult> {
   result: R;
@@ -449,7 +439,7 @@ async function main(): Promise<Results> {
   const runtime: Runtime = await openRuntime(config, logger, 'bench');
   onCleanup('docpipe runtime', () => runtime.close());
   const jwt = await jwtSettings(config);
-  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, readiness: runtime.readiness });
+  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
   const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
   onCleanup('api', () => api.app.close());
 

@@ -14,7 +14,8 @@ import { rebuildProjections } from './projections/rebuild.ts';
 import { signUserToken } from './security/tokens.ts';
 import { buildApiApp } from './services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from './services/http.ts';
-import { jwtSettings, openDatabase, openRuntime } from './services/runtime.ts';
+import { createStorage } from './providers/index.ts';
+import { jwtSettings, openDatabase, openRuntime, uploadSigningKey } from './services/runtime.ts';
 import { buildWebhookApp } from './services/webhook/app.ts';
 import { startWorker } from './services/worker/worker.ts';
 
@@ -29,6 +30,7 @@ services
 operations
   migrate              apply pending SQL migrations (Fly release_command)
   rebuild-projections  rebuild the read models from the event log
+  setup-storage        create the storage bucket (Supabase) or directory (fs); idempotent
   token [sub]          print a development JWT (embedded default or JWT_SECRET)
   env-example          print .env.example
 `;
@@ -86,12 +88,12 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
       }
     }
     if (services.includes('webhook')) {
-      const webhook = buildWebhookApp({ sql: runtime.sql, logger, readiness: runtime.readiness });
+      const webhook = buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
       urls.webhook = await listen(webhook, config.host, config.webhookPort);
       closers.push(() => webhook.close());
     }
     if (services.includes('api')) {
-      const { app } = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, readiness: runtime.readiness });
+      const { app } = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
       urls.api = await listen(app, config.host, config.apiPort);
       closers.push(() => app.close());
     }
@@ -162,6 +164,14 @@ async function main(argv: string[]): Promise<void> {
         return rebuildProjections(sql);
       });
       logger.info(result, 'projections rebuilt');
+      return;
+    }
+    case 'setup-storage': {
+      const storage = createStorage(config, uploadSigningKey(await jwtSettings(config)));
+      const outcome = await storage.setup();
+      await storage.check();
+      const where = config.storage.kind === 'supabase' ? `bucket "${config.storage.bucket}" at ${config.storage.url}` : `directory ${config.storage.dir}`;
+      logger.info({ storage: config.storage.kind, outcome }, `storage ${where} ${outcome === 'created' ? 'created' : 'already exists'}; it is ready`);
       return;
     }
     case 'token': {

@@ -1,24 +1,14 @@
 // One embedded PostgreSQL cluster per `npm test` run, in a throwaway directory. Each test file
 // creates its own database on it (test/helpers/db.ts), so files run in parallel in isolation.
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedPg } from '../src/db/embedded.ts';
+import { freePort } from '../src/util/free-port.ts';
 
 let cluster: EmbeddedPg | undefined;
 let dir: string | undefined;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export async function globalSetup(): Promise<void> {
   if (process.env.DOCPIPE_TEST_ADMIN_URL) return; // an outer runner already started one

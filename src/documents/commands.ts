@@ -5,7 +5,7 @@ import type { Db, Sql } from '../db/client.ts';
 import type { EventMetadata, RecordedEvent } from '../events/catalog.ts';
 import { appendToStream, readStream } from '../events/store.ts';
 import { projectInline, type DocumentStatusRow } from '../projections/document-status.ts';
-import { QUEUES, type JobRequest, type JobSender } from '../queue/jobs.ts';
+import { QUEUES, stableJobId, type JobRequest, type JobSender } from '../queue/jobs.ts';
 import { eventsAppended } from '../observability/metrics.ts';
 import { decide, foldDocument, type DocumentCommand, type DocumentState } from './document.ts';
 
@@ -41,6 +41,22 @@ export function jobsFor(events: readonly RecordedEvent[]): JobRequest[] {
         break;
       case 'ReprocessRequested':
         jobs.push({ queue: QUEUES.parse, data: { ...base, run: event.data.run } });
+        break;
+      case 'ParseSubmitted':
+        // The polling backstop: webhooks can be lost, so a check is always scheduled.
+        jobs.push({
+          queue: QUEUES.parseResult,
+          id: stableJobId(event.streamId, event.data.run, event.data.providerJobId, 'poll', 0),
+          startAfterSeconds: event.data.pollAfterSeconds,
+          data: { ...base, run: event.data.run, providerJobId: event.data.providerJobId, poll: 0 },
+        });
+        break;
+      case 'ParserCallbackReceived':
+        jobs.push({
+          queue: QUEUES.parseResult,
+          id: stableJobId(event.streamId, event.data.run, event.data.providerJobId, 'callback'),
+          data: { ...base, run: event.data.run, providerJobId: event.data.providerJobId, poll: null },
+        });
         break;
       case 'ParseSucceeded':
         jobs.push({ queue: QUEUES.embed, data: { ...base, run: event.data.run } });

@@ -18,6 +18,12 @@ export interface DocumentState {
   parseAttempts: number;
   embedAttempts: number;
   parsedKey: string | null;
+  /** The remote parser's job of the current run (async parsers), once submitted. */
+  parserJobId: string | null;
+  /** ISO time after which a still-running remote parse fails with PARSE_TIMEOUT. */
+  parseDeadline: string | null;
+  /** A callback for parserJobId was recorded: later ones (redeliveries, other events) are ignored. */
+  parserNotified: boolean;
   chunkCount: number | null;
   batchSize: number | null;
   batches: number | null;
@@ -37,6 +43,9 @@ export const initialState: DocumentState = {
   parseAttempts: 0,
   embedAttempts: 0,
   parsedKey: null,
+  parserJobId: null,
+  parseDeadline: null,
+  parserNotified: false,
   chunkCount: null,
   batchSize: null,
   batches: null,
@@ -48,6 +57,16 @@ export const initialState: DocumentState = {
 export type DocumentCommand =
   | ({ type: 'Upload' } & EventPayloads['DocumentUploaded'])
   | { type: 'StartParse'; run: number; parser: string }
+  | ({ type: 'SubmitParse' } & EventPayloads['ParseSubmitted'])
+  | {
+      type: 'RecordParserCallback';
+      /** The job the callback names; null for payloads that name none (LlamaParse's legacy result). */
+      providerJobId: string | null;
+      /** The run the callback's credential was issued for; null when authenticated otherwise (LC-Signature). */
+      run: number | null;
+      eventId: string;
+      eventType: string;
+    }
   | ({ type: 'CompleteParse' } & EventPayloads['ParseSucceeded'])
   | { type: 'StartEmbedding'; run: number }
   | { type: 'RecordChunks'; run: number; chunkCount: number; tokenCount: number; batchSize: number }
@@ -99,7 +118,29 @@ export function decide(command: DocumentCommand, state: DocumentState): NewEvent
     case 'StartParse':
       requireStatus(state, command, ['uploaded', 'parsing']);
       requireRun(state, command.run);
+      // A remote job already runs for this run: a retried parse job must not submit again.
+      if (state.parserJobId !== null) reject(state, 'ILLEGAL_TRANSITION', `run ${command.run} is already submitted to the parser`);
       return [{ type: 'ParseStarted', data: { run: command.run, attempt: state.parseAttempts + 1, parser: command.parser } }];
+    case 'SubmitParse': {
+      requireStatus(state, command, ['parsing']);
+      requireRun(state, command.run);
+      if (state.parserJobId !== null) reject(state, 'ILLEGAL_TRANSITION', `run ${command.run} is already submitted to the parser`);
+      const { type: _t, ...data } = command;
+      return [{ type: 'ParseSubmitted', data }];
+    }
+    case 'RecordParserCallback': {
+      requireStatus(state, command, ['parsing']);
+      if (command.run !== null) requireRun(state, command.run);
+      if (state.parserJobId === null) reject(state, 'ILLEGAL_TRANSITION', 'no provider job is submitted for the current run');
+      if (command.providerJobId !== null && state.parserJobId !== command.providerJobId) {
+        reject(state, 'STALE_RUN', `provider job ${command.providerJobId} is not the current job (${state.parserJobId})`);
+      }
+      if (state.parserNotified) reject(state, 'ILLEGAL_TRANSITION', `a callback for provider job ${state.parserJobId} is already recorded`);
+      return [{
+        type: 'ParserCallbackReceived',
+        data: { run: state.run, providerJobId: state.parserJobId, eventId: command.eventId, eventType: command.eventType },
+      }];
+    }
     case 'CompleteParse': {
       requireStatus(state, command, ['parsing']);
       requireRun(state, command.run);
@@ -182,6 +223,10 @@ export function evolve(state: DocumentState, event: NewEvent): DocumentState {
       };
     case 'ParseStarted':
       return { ...state, version, status: 'parsing', parseAttempts: event.data.attempt };
+    case 'ParseSubmitted':
+      return { ...state, version, parserJobId: event.data.providerJobId, parseDeadline: event.data.deadline, parserNotified: false };
+    case 'ParserCallbackReceived':
+      return { ...state, version, parserNotified: true };
     case 'ParseSucceeded':
       return { ...state, version, status: 'parsed', parsedKey: event.data.parsedKey, lastAttemptError: null };
     case 'EmbeddingStarted':

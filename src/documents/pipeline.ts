@@ -7,9 +7,10 @@ import type { Db } from '../db/client.ts';
 import type { EventMetadata } from '../events/catalog.ts';
 import type { Logger } from '../observability/logger.ts';
 import { chunkMarkdown } from '../providers/chunker.ts';
-import type { ChunkOptions, Embedder, MediaType, Parser, Storage } from '../providers/types.ts';
-import { UnparseableDocumentError } from '../providers/types.ts';
-import type { JobData } from '../queue/jobs.ts';
+import type { AsyncParser, ChunkOptions, Embedder, MediaType, Parser, ParsedDocument, Storage } from '../providers/types.ts';
+import { ProviderError, UnparseableDocumentError } from '../providers/types.ts';
+import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
+import { WEBHOOK_TOKEN_HEADER, webhookCredential } from '../security/webhook-auth.ts';
 import { execute, loadDocument, type CommandContext } from './commands.ts';
 import { DomainError, type DocumentState } from './document.ts';
 
@@ -20,9 +21,23 @@ export interface PipelineDeps {
   embedder: Embedder;
   chunking: ChunkOptions;
   embedBatchSize: number;
+  /** Remote (async) parsers: where their webhooks go, and how long to wait for them. */
+  remoteParse: RemoteParseSettings;
 }
 
-export type StageOutcome = 'done' | 'skipped' | 'failed';
+export interface RemoteParseSettings {
+  /** Base URL of the webhook service as the provider reaches it; undefined: no webhooks, polling only. */
+  webhookBaseUrl: string | undefined;
+  webhookSecret: string | undefined;
+  pollAfterSeconds: number;
+  deadlineMinutes: number;
+}
+
+/** Polling backoff after the webhook grace period: 1 s doubling to 60 s. */
+export const pollDelaySeconds = (poll: number) => Math.min(60, 2 ** Math.min(poll, 6));
+
+/** `pending`: a remote job is still running; the next check is scheduled. */
+export type StageOutcome = 'done' | 'skipped' | 'failed' | 'pending';
 
 /** A failure that retrying cannot fix: the document fails at once, with this code. */
 export class PermanentStageError extends Error {
@@ -65,7 +80,8 @@ async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed
       log.info({ code: err.code, status: err.status }, `${stage} job is stale: ${err.message}`);
       return 'skipped';
     }
-    const permanent = err instanceof PermanentStageError || err instanceof UnparseableDocumentError;
+    const permanent =
+      err instanceof PermanentStageError || err instanceof UnparseableDocumentError || (err instanceof ProviderError && err.permanent);
     const code = errorCode(err);
     const message = (err as Error)?.message ?? String(err);
     try {
@@ -92,20 +108,106 @@ export async function runParseStage(deps: PipelineDeps, job: JobData, log: Logge
     const started = await execute(deps.ctx, job.documentId, { type: 'StartParse', run: job.run, parser: deps.parser.kind }, meta);
     const state = started.state;
     const bytes = await buffer(await deps.storage.get(state.storageKey!));
+    if (deps.parser.mode === 'async') return submitRemoteParse(deps, deps.parser, job, state, bytes, log);
     const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType);
-    if (parsed.markdown.trim() === '') throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text');
-    const key = parsedKey(job.documentId, job.run);
-    const stored = await deps.storage.put(key, Readable.from([Buffer.from(parsed.markdown, 'utf8')]), { contentType: 'text/markdown' });
-    await execute(deps.ctx, job.documentId, {
-      type: 'CompleteParse',
-      run: job.run,
-      parsedKey: key,
-      pages: parsed.pages,
-      characters: parsed.markdown.length,
-      sha256: stored.sha256,
-    }, meta);
+    await storeParsed(deps, job, parsed, null);
     return 'done';
   });
+}
+
+/** Stores the markdown (never in the event) and appends ParseSucceeded with its size and hash. */
+async function storeParsed(deps: PipelineDeps, job: JobData, parsed: ParsedDocument, partial: { code: string; message: string } | null): Promise<void> {
+  if (parsed.markdown.trim() === '') throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text');
+  const key = parsedKey(job.documentId, job.run);
+  const stored = await deps.storage.put(key, Readable.from([Buffer.from(parsed.markdown, 'utf8')]), { contentType: 'text/markdown' });
+  await execute(deps.ctx, job.documentId, {
+    type: 'CompleteParse',
+    run: job.run,
+    parsedKey: key,
+    pages: parsed.pages,
+    characters: parsed.markdown.length,
+    sha256: stored.sha256,
+    partial,
+  }, metadataFor(job));
+}
+
+/**
+ * Hands the document to a remote parser and records its job id. The webhook (if configured)
+ * or the polling chain scheduled by ParseSubmitted finishes the parse in runParseResult.
+ */
+async function submitRemoteParse(deps: PipelineDeps, parser: AsyncParser, job: JobData, state: DocumentState, bytes: Buffer, log: Logger): Promise<StageOutcome> {
+  const { webhookBaseUrl, webhookSecret, pollAfterSeconds, deadlineMinutes } = deps.remoteParse;
+  const webhook =
+    webhookBaseUrl && webhookSecret
+      ? {
+          url: `${webhookBaseUrl}/v1/webhooks/${parser.kind}/${job.documentId}`,
+          headers: { [WEBHOOK_TOKEN_HEADER]: webhookCredential(webhookSecret, parser.kind, job.documentId, job.run) },
+        }
+      : null;
+  const { jobId } = await parser.submit({ bytes, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook });
+  await execute(deps.ctx, job.documentId, {
+    type: 'SubmitParse',
+    run: job.run,
+    parser: parser.kind,
+    providerJobId: jobId,
+    webhook: webhook !== null,
+    // Without webhooks there is nothing to wait for: poll from the first second.
+    pollAfterSeconds: webhook ? pollAfterSeconds : 1,
+    deadline: new Date(Date.now() + deadlineMinutes * 60_000).toISOString(),
+  }, metadataFor(job));
+  log.info({ providerJobId: jobId, webhook: webhook !== null }, 'submitted to the remote parser');
+  return 'pending';
+}
+
+/**
+ * Checks a remote parse job (after a webhook, or as the polling backstop): still running ->
+ * schedule the next check (1 s doubling to 60 s) until the deadline; failed -> the document
+ * fails with the provider's code and message; done -> fetch, store, ParseSucceeded.
+ */
+export async function runParseResult(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
+  return guarded(deps, job, 'parse', log, async () => {
+    const state = await loadDocument(deps.ctx.sql, job.documentId);
+    if (!inRun(state, job, ['parsing']) || state.parserJobId !== job.providerJobId) return 'skipped';
+    if (deps.parser.mode !== 'async') throw new PermanentStageError('PARSER_MISMATCH', `the configured parser (${deps.parser.kind}) cannot finish a remote parse job`);
+    const providerJobId = job.providerJobId!;
+    const remote = await deps.parser.status(providerJobId);
+    switch (remote.status) {
+      case 'PENDING': {
+        if (state.parseDeadline && Date.now() >= Date.parse(state.parseDeadline)) {
+          throw new PermanentStageError('PARSE_TIMEOUT', `${deps.parser.kind} job ${providerJobId} did not finish within ${deps.remoteParse.deadlineMinutes} minutes`);
+        }
+        // A webhook-sent check that finds the job still running leaves it to the polling chain.
+        if (job.poll === null || job.poll === undefined) return 'pending';
+        const poll = job.poll + 1;
+        await deps.ctx.jobs.send(deps.ctx.sql, [{
+          queue: QUEUES.parseResult,
+          id: stableJobId(job.documentId, job.run, providerJobId, 'poll', poll),
+          startAfterSeconds: pollDelaySeconds(job.poll),
+          data: { ...job, poll },
+        }]);
+        return 'pending';
+      }
+      case 'ERROR':
+        throw new PermanentStageError(providerCode(remote.errorCode, 'PARSE_ERROR'), remote.errorMessage ?? `${deps.parser.kind} reported an error without a message`);
+      case 'CANCELLED':
+        throw new PermanentStageError(providerCode(remote.errorCode, 'PARSE_CANCELLED'), remote.errorMessage ?? `the ${deps.parser.kind} job was cancelled`);
+      case 'SUCCESS':
+      case 'PARTIAL_SUCCESS': {
+        const parsed = await deps.parser.result(providerJobId);
+        const partial =
+          remote.status === 'PARTIAL_SUCCESS'
+            ? { code: providerCode(remote.errorCode, 'PARTIAL_SUCCESS'), message: remote.errorMessage ?? 'some pages could not be parsed' }
+            : null;
+        await storeParsed(deps, job, parsed, partial);
+        return 'done';
+      }
+    }
+  });
+}
+
+/** The provider's error code when it is a plain CODE_LIKE_THIS, else `fallback`. */
+function providerCode(code: string | null, fallback: string): string {
+  return code && /^[A-Z][A-Z0-9_]{0,63}$/.test(code) ? code : fallback;
 }
 
 interface ChunkText {

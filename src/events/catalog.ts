@@ -15,7 +15,18 @@ export interface EventPayloads {
     idempotencyKey: string | null;
   };
   ParseStarted: { run: number; attempt: number; parser: string };
-  ParseSucceeded: { run: number; parsedKey: string; pages: number; characters: number; sha256: string };
+  /**
+   * The document went to a remote parser (LlamaParse) as job `providerJobId`. A webhook or the
+   * poll that starts `pollAfterSeconds` later finishes the parse; `deadline` bounds the wait.
+   */
+  ParseSubmitted: { run: number; parser: string; providerJobId: string; webhook: boolean; pollAfterSeconds: number; deadline: string };
+  /** The parser called back for the current provider job; the result is fetched by a job, not on the request. */
+  ParserCallbackReceived: { run: number; providerJobId: string; eventId: string; eventType: string };
+  /**
+   * v2 adds `partial`: the provider finished with PARTIAL_SUCCESS (some pages failed) and said
+   * why. v1 events have no `partial`, read as null.
+   */
+  ParseSucceeded: { run: number; parsedKey: string; pages: number; characters: number; sha256: string; partial?: { code: string; message: string } | null };
   EmbeddingStarted: { run: number; attempt: number };
   /** A stage attempt failed and will be retried (until its retry limit dead-letters it). */
   StageAttemptFailed: { run: number; stage: Stage; attempt: number; code: string; message: string };
@@ -32,7 +43,9 @@ export type EventType = keyof EventPayloads;
 export const EVENT_VERSIONS: { readonly [K in EventType]: number } = {
   DocumentUploaded: 1,
   ParseStarted: 1,
-  ParseSucceeded: 1,
+  ParseSubmitted: 1,
+  ParserCallbackReceived: 1,
+  ParseSucceeded: 2,
   EmbeddingStarted: 1,
   StageAttemptFailed: 1,
   DocumentChunked: 1,

@@ -22,6 +22,9 @@ export interface DocumentStatusRow {
   embed_attempts: number;
   error_code: string | null;
   error_message: string | null;
+  parser_job_id: string | null;
+  parse_warning_code: string | null;
+  parse_warning_message: string | null;
   chunk_count: number;
   batches_total: number;
   batches_done: number;
@@ -38,7 +41,7 @@ export interface DocumentStatusRow {
 
 export const STATUS_COLUMNS = [
   'id', 'owner_id', 'file_name', 'media_type', 'size_bytes', 'sha256', 'storage_key', 'status', 'stage', 'progress',
-  'run', 'parse_attempts', 'embed_attempts', 'error_code', 'error_message', 'chunk_count', 'batches_total',
+  'run', 'parse_attempts', 'embed_attempts', 'error_code', 'error_message', 'parser_job_id', 'parse_warning_code', 'parse_warning_message', 'chunk_count', 'batches_total',
   'batches_done', 'version', 'uploaded_at', 'parse_started_at', 'parsed_at', 'embed_started_at', 'ready_at',
   'failed_at', 'deleted_at', 'updated_at',
 ] as const satisfies readonly (keyof DocumentStatusRow)[];
@@ -68,6 +71,9 @@ export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent):
       embed_attempts: 0,
       error_code: null,
       error_message: null,
+      parser_job_id: null,
+      parse_warning_code: null,
+      parse_warning_message: null,
       chunk_count: 0,
       batches_total: 0,
       batches_done: 0,
@@ -87,8 +93,22 @@ export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent):
   switch (event.type) {
     case 'ParseStarted':
       return { ...next, status: 'parsing', stage: 'parse', progress: 5, parse_attempts: event.data.attempt, parse_started_at: row.parse_started_at ?? at };
+    case 'ParseSubmitted':
+      return { ...next, progress: 10, parser_job_id: event.data.providerJobId };
+    case 'ParserCallbackReceived':
+      return { ...next, progress: 30 };
     case 'ParseSucceeded':
-      return { ...next, status: 'parsed', stage: 'embed', progress: 40, parsed_at: at, error_code: null, error_message: null };
+      return {
+        ...next,
+        status: 'parsed',
+        stage: 'embed',
+        progress: 40,
+        parsed_at: at,
+        error_code: null,
+        error_message: null,
+        parse_warning_code: event.data.partial?.code ?? null,
+        parse_warning_message: event.data.partial?.message ?? null,
+      };
     case 'EmbeddingStarted':
       return { ...next, status: 'embedding', stage: 'embed', progress: Math.max(row.progress, 45), embed_attempts: event.data.attempt, embed_started_at: row.embed_started_at ?? at };
     case 'StageAttemptFailed':
@@ -112,6 +132,9 @@ export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent):
         embed_attempts: 0,
         error_code: null,
         error_message: null,
+        parser_job_id: null,
+        parse_warning_code: null,
+        parse_warning_message: null,
         chunk_count: 0,
         batches_total: 0,
         batches_done: 0,

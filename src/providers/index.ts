@@ -1,8 +1,14 @@
 // Chooses the adapters named by the configuration. The only place that knows every adapter.
 import type { Config } from '../config.ts';
+import type { Sql } from '../db/client.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createRateBudget } from './embedder/budget.ts';
 import { createLocalEmbedder } from './embedder/local.ts';
+import { createOpenAIEmbedder } from './embedder/openai.ts';
+import { createLlamaParseParser } from './parser/llamaparse.ts';
 import { createLocalParser } from './parser/local.ts';
 import { createFsStorage } from './storage/fs.ts';
+import { createSupabaseStorage } from './storage/supabase.ts';
 import type { Embedder, Parser, Storage } from './types.ts';
 
 export interface Providers {
@@ -11,10 +17,52 @@ export interface Providers {
   embedder: Embedder;
 }
 
-export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'embedder'>): Providers {
+export interface ProviderContext {
+  /** The shared rate budget of remote embedders lives in Postgres. */
+  sql: Sql;
+  logger: Logger;
+  /** Signs the fs storage's upload URLs (the API's PUT /v1/storage/upload verifies them). */
+  uploadSigningKey: Buffer;
+}
+
+export function createStorage(config: Pick<Config, 'storage' | 'uploads'>, uploadSigningKey: Buffer): Storage {
+  const storage = config.storage;
+  return storage.kind === 'supabase'
+    ? createSupabaseStorage({ url: storage.url, serviceKey: storage.serviceKey, bucket: storage.bucket, timeoutSeconds: storage.timeoutSeconds })
+    : createFsStorage(storage.dir, { publicApiUrl: config.uploads.publicApiUrl, signingKey: uploadSigningKey });
+}
+
+export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'embedder' | 'uploads'>, context: ProviderContext): Providers {
+  const { parser, embedder } = config;
   return {
-    storage: createFsStorage(config.storage.dir),
-    parser: createLocalParser(),
-    embedder: createLocalEmbedder({ dimensions: config.embedder.dimensions }),
+    storage: createStorage(config, context.uploadSigningKey),
+    parser:
+      parser.kind === 'llamaparse'
+        ? createLlamaParseParser({
+            apiKey: parser.apiKey,
+            baseUrl: parser.baseUrl,
+            organizationId: parser.organizationId,
+            projectId: parser.projectId,
+            parseMode: parser.parseMode,
+            timeoutSeconds: parser.timeoutSeconds,
+          })
+        : createLocalParser(),
+    embedder:
+      embedder.kind === 'openai'
+        ? createOpenAIEmbedder({
+            apiKey: embedder.apiKey,
+            baseUrl: embedder.baseUrl,
+            model: embedder.model,
+            dimensions: embedder.dimensions,
+            timeoutSeconds: embedder.timeoutSeconds,
+            maxRateLimitWaitSeconds: embedder.maxRateLimitWaitSeconds,
+            budget: createRateBudget(context.sql, {
+              name: `openai:${embedder.model}`,
+              requestsPerMinute: embedder.requestsPerMinute,
+              tokensPerMinute: embedder.tokensPerMinute,
+            }),
+            logger: context.logger.child({ component: 'openai-embedder' }),
+          })
+        : createLocalEmbedder({ dimensions: embedder.dimensions }),
   };
 }

@@ -41,6 +41,7 @@ export function queueDefinitions(settings: QueueSettings): Queue[] {
   return [
     { name: QUEUES.deadLetter, retryLimit: 10, retryDelay: 5, retryBackoff: true, notify: true },
     { name: QUEUES.parse, ...stage },
+    { name: QUEUES.parseResult, ...stage },
     { name: QUEUES.embed, ...stage },
     { name: QUEUES.purge, retryLimit: 10, retryDelay: 5, retryBackoff: true, retryDelayMax: 600, notify: true },
   ];
@@ -84,7 +85,16 @@ export function bossJobSender(boss: PgBoss): JobSender {
       const byQueue = new Map<QueueName, JobRequest[]>();
       for (const job of jobs) byQueue.set(job.queue, [...(byQueue.get(job.queue) ?? []), job]);
       for (const [queue, list] of byQueue) {
-        await boss.insert(queue, list.map((j) => ({ data: j.data as object })), { db: bossDb(tx as Db) });
+        await boss.insert(
+          queue,
+          list.map((j) => ({
+            data: j.data as object,
+            ...(j.id ? { id: j.id } : {}),
+            // Seconds, counted from the database clock (pg-boss casts it to an interval).
+            ...(j.startAfterSeconds ? { startAfter: j.startAfterSeconds } : {}),
+          })),
+          { db: bossDb(tx as Db) },
+        );
       }
     },
   };

@@ -1,6 +1,6 @@
 // What every service process shares: the database (embedded or configured), migrations,
 // the postgres.js pool, pg-boss, the providers, and an orderly shutdown of all of them.
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -44,8 +44,15 @@ export async function jwtSettings(config: Config): Promise<JwtSettings> {
   return { secret: (await readFile(file, 'utf8')).trim(), audience: config.jwt.audience, issuer: config.jwt.issuer };
 }
 
+/** The key of the fs storage's signed upload URLs, derived from the JWT secret (no extra secret to manage). */
+export function uploadSigningKey(jwt: JwtSettings): Buffer {
+  return createHmac('sha256', jwt.secret).update('docpipe/fs-upload-url/v1').digest();
+}
+
 export interface Runtime {
   config: Config;
+  jwt: JwtSettings;
+  uploadSigningKey: Buffer;
   logger: Logger;
   database: Database;
   sql: Sql;
@@ -65,7 +72,9 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
       if (applied.length) logger.info({ applied }, 'migrations applied');
     }
     const boss = await startBoss({ url: database.url, settings: config.queue, logger, instanceName });
-    const providers = createProviders(config);
+    const jwt = await jwtSettings(config);
+    const signingKey = uploadSigningKey(jwt);
+    const providers = createProviders(config, { sql, logger, uploadSigningKey: signingKey });
     const readiness: ReadinessCheck[] = [
       {
         name: 'queue',
@@ -77,6 +86,8 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
     ];
     return {
       config,
+      jwt,
+      uploadSigningKey: signingKey,
       logger,
       database,
       sql,

@@ -57,7 +57,7 @@ function form(bytes: Buffer | Uint8Array, fileName: string): FormData {
 async function storedState(): Promise<{ documents: string[]; tmpFiles: string[] }> {
   const list = async (dir: string) => {
     try {
-      return await readdir(path.join(stack.config.storage.dir, dir), { recursive: dir === '.tmp' });
+      return await readdir(path.join((stack.config.storage as { dir: string }).dir, dir), { recursive: dir === '.tmp' });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;

@@ -300,7 +300,7 @@ test('pagination does not skip documents uploaded within the same millisecond', 
 
 test('DELETE answers 204; the document, its chunks and its files are gone', async () => {
   const { id } = readyDocs.get('sample.pdf')!;
-  const dir = path.join(stack.config.storage.dir, 'documents', id);
+  const dir = path.join((stack.config.storage as { dir: string }).dir, 'documents', id);
   assert.ok(existsSync(dir), 'the document has files before the delete');
   assert.ok((await chunksOf(stack, id)).length > 0);
 
@@ -408,7 +408,7 @@ test('Idempotency-Key: a replay answers 200 with the same id; another file is re
     select count(*)::int as n from docpipe.events where type = 'DocumentUploaded' and data->>'ownerId' = ${sub}`;
   assert.equal(uploadedEvents[0]!.n, 2);
   // Replays and refusals leave no files behind: every directory under documents/ is a live document.
-  const dirs = await readdir(path.join(stack.config.storage.dir, 'documents'));
+  const dirs = await readdir(path.join((stack.config.storage as { dir: string }).dir, 'documents'));
   const live = await stack.db.sql<{ id: string }[]>`select id from docpipe.document_status where status <> 'deleted'`;
   const liveIds = new Set(live.map((r) => r.id));
   for (const d of dirs) assert.ok(liveIds.has(d), `documents/${d} belongs to a live document`);

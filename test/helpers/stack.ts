@@ -13,9 +13,11 @@ import { buildApiApp } from '../../src/services/api/app.ts';
 import { openRuntime, type Runtime } from '../../src/services/runtime.ts';
 import { buildWebhookApp } from '../../src/services/webhook/app.ts';
 import { startWorker, type RunningWorker } from '../../src/services/worker/worker.ts';
+import { freePort } from '../../src/util/free-port.ts';
 import { createDatabase, type TestDatabase } from './db.ts';
 
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789';
+export const TEST_WEBHOOK_SECRET = 'test-webhook-secret-test-webhook-secret-01';
 
 export interface TestStack {
   db: TestDatabase;
@@ -37,18 +39,23 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Start an in-process worker (default true). Off for tests that run the worker as a child. */
   worker?: boolean;
+  /** Give the parser this stack's webhook service as WEBHOOK_PUBLIC_URL (with a WEBHOOK_SECRET). */
+  webhooks?: boolean;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<TestStack> {
   const db = await createDatabase({ manual: true });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'docpipe-stack-'));
+  // Known before start-up: signed fs upload URLs and webhook URLs carry it.
+  const apiPort = await freePort();
+  const webhookPort = await freePort();
   const env: Record<string, string> = {
     DATABASE_URL: db.url,
     JWT_SECRET: TEST_JWT_SECRET,
     DOCPIPE_DATA_DIR: dataDir,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-    API_PORT: '0',
-    WEBHOOK_PORT: '0',
+    API_PORT: String(apiPort),
+    WEBHOOK_PORT: String(webhookPort),
     WORKER_PORT: '0',
     API_METRICS_PORT: '0',
     WORKER_METRICS_PORT: '0',
@@ -56,16 +63,17 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     JOB_RETRY_DELAY_SECONDS: '1',
     JOB_HEARTBEAT_SECONDS: '10',
     QUEUE_SUPERVISE_INTERVAL_SECONDS: '2',
+    ...(options.webhooks ? { WEBHOOK_PUBLIC_URL: `http://127.0.0.1:${webhookPort}`, WEBHOOK_SECRET: TEST_WEBHOOK_SECRET } : {}),
     ...options.env,
   };
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const runtime = await openRuntime(config, logger, 'test');
   const jwt: JwtSettings = { secret: TEST_JWT_SECRET, audience: config.jwt.audience, issuer: config.jwt.issuer };
-  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, readiness: runtime.readiness });
-  const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
-  const webhook = buildWebhookApp({ sql: runtime.sql, logger, readiness: runtime.readiness });
-  const webhookUrl = await webhook.listen({ host: '127.0.0.1', port: 0 });
+  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
+  const apiUrl = await api.app.listen({ host: '127.0.0.1', port: config.apiPort });
+  const webhook = buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
+  const webhookUrl = await webhook.listen({ host: '127.0.0.1', port: config.webhookPort });
   const workers: RunningWorker[] = [];
   const stack: TestStack = {
     db,

@@ -44,6 +44,8 @@ describe('loadConfig', () => {
       storage: { kind: 'fs', dir: path.join(dataDir, 'files') },
       parser: { kind: 'local' },
       embedder: { kind: 'local', dimensions: 512 },
+      webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined },
+      uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 512 * 1024 * 1024, urlTtlSeconds: 7200 },
       chunking: { maxTokens: 512, overlapTokens: 64 },
       embedBatchSize: 64,
       queue: {
@@ -131,7 +133,7 @@ describe('loadConfig', () => {
     assert.equal(config.logLevel, 'info');
     assert.equal(config.databaseUrl, undefined);
     assert.equal(config.jwt.secret, undefined);
-    assert.equal(config.storage.dir, path.join(path.resolve('.data'), 'files'));
+    assert.deepEqual(config.storage, { kind: 'fs', dir: path.join(path.resolve('.data'), 'files') });
     // An empty JWT_SECRET is a missing one, not a too-short one.
     const err = configError({ DATABASE_URL: 'postgres://u@localhost/db', JWT_SECRET: '' });
     assert.match(err.message, /JWT_SECRET: required/);
@@ -188,4 +190,61 @@ describe('CLI', () => {
       assert.equal(code, 2, stderr);
     },
   );
+});
+
+describe('provider selection', () => {
+  test('each remote adapter names what it is missing, in one error', () => {
+    const err = configError({ DOCPIPE_STORAGE: 'supabase', DOCPIPE_PARSER: 'llamaparse', DOCPIPE_EMBEDDER: 'openai', WEBHOOK_PUBLIC_URL: 'https://hooks.example.com' });
+    assert.deepEqual(err.problems, [
+      'DOCPIPE_STORAGE=supabase needs SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY (unset)',
+      'DOCPIPE_PARSER=llamaparse needs LLAMAPARSE_API_KEY (unset)',
+      'DOCPIPE_EMBEDDER=openai needs OPENAI_API_KEY (unset)',
+      'WEBHOOK_PUBLIC_URL needs WEBHOOK_SECRET (unset)',
+    ]);
+    assert.match(err.message, /SUPABASE_URL/);
+  });
+
+  test('a partial combination names only what is missing', () => {
+    const err = configError({ DOCPIPE_STORAGE: 'supabase', SUPABASE_URL: 'https://ref.supabase.co' });
+    assert.deepEqual(err.problems, ['DOCPIPE_STORAGE=supabase needs SUPABASE_SERVICE_ROLE_KEY (unset)']);
+  });
+
+  test('unknown adapters and bad URLs are refused', () => {
+    const err = configError({ DOCPIPE_STORAGE: 's3', DOCPIPE_PARSER: 'tika', OPENAI_BASE_URL: 'ftp://x', WEBHOOK_SECRET: 'short' });
+    assert.deepEqual(named(err), ['DOCPIPE_STORAGE', 'DOCPIPE_PARSER', 'WEBHOOK_SECRET', 'OPENAI_BASE_URL']);
+  });
+
+  test('a complete remote configuration', () => {
+    const config = loadConfig({
+      DOCPIPE_STORAGE: 'supabase',
+      SUPABASE_URL: 'https://ref.supabase.co/',
+      SUPABASE_SERVICE_ROLE_KEY: 'service-key',
+      DOCPIPE_PARSER: 'llamaparse',
+      LLAMAPARSE_API_KEY: 'llx-key',
+      LLAMAPARSE_PROJECT_ID: 'p1',
+      WEBHOOK_PUBLIC_URL: 'https://docpipe-webhook.fly.dev',
+      WEBHOOK_SECRET: SECRET,
+      DOCPIPE_EMBEDDER: 'openai',
+      OPENAI_API_KEY: 'sk-key',
+      EMBEDDING_DIMENSIONS: '1536',
+      HOST: '::',
+    });
+    assert.deepEqual(config.storage, { kind: 'supabase', url: 'https://ref.supabase.co', serviceKey: 'service-key', bucket: 'documents', timeoutSeconds: 120 });
+    assert.equal(config.parser.kind, 'llamaparse');
+    assert.equal(config.parser.kind === 'llamaparse' && config.parser.deadlineMinutes, 45);
+    assert.equal(config.parser.kind === 'llamaparse' && config.parser.projectId, 'p1');
+    assert.deepEqual(config.embedder, {
+      kind: 'openai',
+      dimensions: 1536,
+      apiKey: 'sk-key',
+      baseUrl: 'https://api.openai.com/v1',
+      model: 'text-embedding-3-small',
+      timeoutSeconds: 60,
+      requestsPerMinute: 3000,
+      tokensPerMinute: 1_000_000,
+      maxRateLimitWaitSeconds: 900,
+    });
+    assert.equal(config.webhook.publicUrl, 'https://docpipe-webhook.fly.dev');
+    assert.equal(config.uploads.publicApiUrl, 'http://127.0.0.1:3000');
+  });
 });

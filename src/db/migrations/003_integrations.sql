@@ -39,4 +39,8 @@ create table docpipe.pending_uploads (
 create index pending_uploads_expires_idx on docpipe.pending_uploads (expires_at);
 
 -- The provider's job for the current run (LlamaParse job id), shown by GET /v1/documents/:id.
-alter table docpipe.document_status add column parser_job_id text;
+-- PARTIAL_SUCCESS: the provider's code and message, kept beside a parse that otherwise succeeded.
+alter table docpipe.document_status
+  add column parser_job_id text,
+  add column parse_warning_code text,
+  add column parse_warning_message text;

@@ -12,6 +12,9 @@ import { HttpError } from '../errors.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerDocumentRoutes } from './documents.ts';
 import { StatusWaiter } from './status-waiter.ts';
+import { registerFsUploadRoute } from './storage-upload.ts';
+import { registerUploadRoutes } from './uploads.ts';
+import { createUploadTokens } from '../../providers/storage/upload-token.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -20,11 +23,13 @@ declare module 'fastify' {
 }
 
 export interface ApiDeps {
-  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds'>;
+  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads'>;
   jwt: JwtSettings;
   logger: Logger;
   ctx: CommandContext;
   storage: Storage;
+  /** Key of the fs storage's signed upload URLs (PUT /v1/storage/upload); see runtime.uploadSigningKey. */
+  uploadSigningKey: Buffer;
   /** Extra readiness checks (the queue, for one). */
   readiness?: ReadinessCheck[];
 }
@@ -45,7 +50,8 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   const verify = createTokenVerifier(deps.jwt);
   app.decorateRequest('principal', null);
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    if (!request.url.startsWith('/v1/')) return;
+    // The fs upload route authenticates by its signed token instead (like Supabase's signed URLs).
+    if (!request.url.startsWith('/v1/') || request.url.startsWith('/v1/storage/upload?')) return;
     const header = request.headers.authorization;
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     try {
@@ -68,17 +74,29 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     ...(deps.readiness ?? []),
   ]);
 
+  const principal = (request: unknown) => {
+    const p = (request as FastifyRequest).principal;
+    if (!p) throw new HttpError(401, 'AUTH_MISSING_TOKEN', 'authentication required');
+    return p;
+  };
+  registerUploadRoutes(app, {
+    ctx: deps.ctx,
+    storage: deps.storage,
+    directMaxBytes: deps.config.uploads.directMaxBytes,
+    urlTtlSeconds: deps.config.uploads.urlTtlSeconds,
+    principal,
+  });
+  if (deps.storage.kind === 'fs') {
+    await app.register(async (scope) => registerFsUploadRoute(scope as never, { storage: deps.storage, tokens: createUploadTokens(deps.uploadSigningKey) }));
+  }
+
   registerDocumentRoutes(app, {
     ctx: deps.ctx,
     storage: deps.storage,
     waiter,
     maxUploadBytes: deps.config.maxUploadBytes,
     longPollMaxSeconds: deps.config.longPollMaxSeconds,
-    principal: (request) => {
-      const p = (request as FastifyRequest).principal;
-      if (!p) throw new HttpError(401, 'AUTH_MISSING_TOKEN', 'authentication required');
-      return p;
-    },
+    principal,
   });
   return { app, waiter };
 }

@@ -19,6 +19,7 @@ import {
   Accepted, DocumentList, DocumentParams, DocumentView, ErrorBody, EventList, GetQuery, ListQuery, ReprocessBody, toView,
 } from './schemas.ts';
 import type { StatusWaiter } from './status-waiter.ts';
+import { registerDirectUpload } from './uploads.ts';
 import { Type } from 'typebox';
 
 export interface DocumentRoutesOptions {
@@ -98,7 +99,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   app.post('/v1/documents', {
     schema: {
       headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
-      response: { 200: Accepted, 202: Accepted, ...errors, 413: ErrorBody, 415: ErrorBody },
+      response: { 200: Accepted, 202: Accepted, ...errors, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody },
     },
   }, async (request, reply) => {
     const principal = options.principal(request);
@@ -106,8 +107,14 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     if (idempotencyKey !== undefined && (typeof idempotencyKey !== 'string' || !IDEMPOTENCY_KEY.test(idempotencyKey))) {
       throw new HttpError(400, 'INVALID_IDEMPOTENCY_KEY', 'Idempotency-Key must be 1-255 printable ASCII characters');
     }
+    if (/^application\/json\b/i.test(request.headers['content-type'] ?? '')) {
+      // A direct upload (POST /v1/uploads, then PUT to storage) being registered.
+      const done = await registerDirectUpload(options, principal, request.body, metadataFor(principal, request.id), request.log);
+      if (!done.replay) reply.header('location', `/v1/documents/${done.id}`);
+      return reply.status(done.replay ? 200 : 202).send({ id: done.id, status: done.status, run: done.run, statusUrl: `/v1/documents/${done.id}` });
+    }
     if (!request.isMultipart()) {
-      throw new HttpError(415, 'NOT_MULTIPART', 'send the document as multipart/form-data in a field named "file"');
+      throw new HttpError(415, 'NOT_MULTIPART', 'send the document as multipart/form-data in a field named "file", or register a direct upload as JSON {"uploadId"}');
     }
     let part;
     try {

@@ -26,6 +26,11 @@ export const DocumentView = Type.Object({
   run: Type.Integer(),
   attempts: Type.Object({ parse: Type.Integer(), embed: Type.Integer() }),
   error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  /** The remote parser's job of the current run, and its PARTIAL_SUCCESS warning if any. */
+  parser: Type.Object({
+    jobId: Type.Union([Type.String(), Type.Null()]),
+    warning: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  }),
   chunkCount: Type.Integer(),
   embeddingBatches: Type.Object({ done: Type.Integer(), total: Type.Integer() }),
   version: Type.Integer(),
@@ -99,6 +104,10 @@ export function toView(row: DocumentStatusRow): DocumentView {
     run: row.run,
     attempts: { parse: row.parse_attempts, embed: row.embed_attempts },
     error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
+    parser: {
+      jobId: row.parser_job_id,
+      warning: row.parse_warning_code ? { code: row.parse_warning_code, message: row.parse_warning_message ?? '' } : null,
+    },
     chunkCount: row.chunk_count,
     embeddingBatches: { done: row.batches_done, total: row.batches_total },
     version: row.version,

@@ -1,18 +1,26 @@
-// The webhook service: parser callbacks arrive here (the LlamaParse routes come with the
-// LlamaParse adapter). It verifies, de-duplicates, appends and enqueues; it never fetches or
-// parses on the request path.
-import type { Sql } from '../../db/client.ts';
+// The webhook service: parser callbacks arrive here. It verifies, de-duplicates, appends and
+// enqueues; it never fetches or parses on the request path.
+import type { Config } from '../../config.ts';
+import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
+import { registerLlamaParseWebhook } from './llamaparse.ts';
 
 export interface WebhookDeps {
-  sql: Sql;
+  ctx: CommandContext;
+  config: Pick<Config, 'webhook'>;
   logger: Logger;
   readiness?: ReadinessCheck[];
 }
 
 export function buildWebhookApp(deps: WebhookDeps): App {
+  // Legacy result payloads carry the whole document's text: allow them, bounded.
   const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: 10 * 1024 * 1024 });
-  registerHealth(app, [{ name: 'database', check: async () => void (await deps.sql`select 1`) }, ...(deps.readiness ?? [])]);
+  registerHealth(app, [{ name: 'database', check: async () => void (await deps.ctx.sql`select 1`) }, ...(deps.readiness ?? [])]);
+  const { secret, llamaparseSigningSecret } = deps.config.webhook;
+  if (!secret && !llamaparseSigningSecret) {
+    deps.logger.warn('neither WEBHOOK_SECRET nor LLAMAPARSE_WEBHOOK_SIGNING_SECRET is set: every webhook delivery will be refused (polling still finishes parses)');
+  }
+  registerLlamaParseWebhook(app, { ctx: deps.ctx, secret, signingSecret: llamaparseSigningSecret });
   return app;
 }

@@ -3,14 +3,14 @@
 import type { Job, JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
-import { runDeadLetter, runEmbedStage, runParseStage, runPurge, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
+import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
 import type { Providers } from '../../providers/index.ts';
 import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
 
 export interface WorkerDeps {
-  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize'>;
+  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook'>;
   boss: PgBoss;
   ctx: CommandContext;
   providers: Providers;
@@ -22,7 +22,7 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-const STAGE_OF: Partial<Record<string, 'parse' | 'embed'>> = { [QUEUES.parse]: 'parse', [QUEUES.embed]: 'embed' };
+const STAGE_OF: Partial<Record<string, 'parse' | 'embed'>> = { [QUEUES.parse]: 'parse', [QUEUES.parseResult]: 'parse', [QUEUES.embed]: 'embed' };
 
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const pipeline: PipelineDeps = {
@@ -30,6 +30,12 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     ...deps.providers,
     chunking: deps.config.chunking,
     embedBatchSize: deps.config.embedBatchSize,
+    remoteParse: {
+      webhookBaseUrl: deps.config.webhook.publicUrl,
+      webhookSecret: deps.config.webhook.secret,
+      pollAfterSeconds: deps.config.parser.kind === 'llamaparse' ? deps.config.parser.pollAfterSeconds : 60,
+      deadlineMinutes: deps.config.parser.kind === 'llamaparse' ? deps.config.parser.deadlineMinutes : 45,
+    },
   };
   const log = deps.logger.child({ service: 'worker' });
 
@@ -54,16 +60,18 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     pollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
     notifyPollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
   };
-  await deps.boss.work<JobData>(QUEUES.parse, options, async ([job]) => 
-    run(QUEUES.parse, job!, (l) => runParseStage(pipeline, job!.data, l))),
-  await deps.boss.work<JobData>(QUEUES.embed, options, async ([job]) => run(QUEUES.embed, job!, (l) => runEmbedStage(pipeline, job!.data, l))),
-  await deps.boss.work<JobData>(QUEUES.purge, options, async ([job]) => run(QUEUES.purge, job!, () => runPurge(pipeline, job!.data))),
+  const stage = (queue: QueueName, body: (data: JobData, l: Logger) => Promise<StageOutcome>) =>
+    deps.boss.work<JobData>(queue, options, async ([job]) => run(queue, job!, (l) => body(job!.data, l)));
+  await stage(QUEUES.parse, (data, l) => runParseStage(pipeline, data, l));
+  await stage(QUEUES.parseResult, (data, l) => runParseResult(pipeline, data, l));
+  await stage(QUEUES.embed, (data, l) => runEmbedStage(pipeline, data, l));
+  await stage(QUEUES.purge, (data) => runPurge(pipeline, data));
   await deps.boss.work(QUEUES.deadLetter, { ...options, includeMetadata: true as const }, async ([job]: JobWithMetadata<JobData>[]) =>
-      run(QUEUES.deadLetter, job!, async (l) => {
-        const stage = STAGE_OF[job!.sourceName ?? ''] ?? null;
-        l.warn({ sourceQueue: job!.sourceName, sourceRetryCount: job!.sourceRetryCount }, 'stage retries exhausted');
-        return runDeadLetter(pipeline, job!.data, stage, job!.sourceRetryCount);
-      }),
+    run(QUEUES.deadLetter, job!, async (l) => {
+      const source = STAGE_OF[job!.sourceName ?? ''] ?? null;
+      l.warn({ sourceQueue: job!.sourceName, sourceRetryCount: job!.sourceRetryCount }, 'stage retries exhausted');
+      return runDeadLetter(pipeline, job!.data, source, job!.sourceRetryCount);
+    }),
   );
   log.info({ queues: Object.values(QUEUES), concurrency: options.localConcurrency }, 'worker started');
   return {

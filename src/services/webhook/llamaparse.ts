@@ -1,0 +1,170 @@
+// POST /v1/webhooks/llamaparse/:documentId. LlamaCloud calls it when a parse job ends. The
+// handler authenticates, de-duplicates by event id and appends ParserCallbackReceived (which
+// enqueues the job that fetches the result), all in one transaction. It never fetches or parses
+// here: a delivery costs a few statements, and the provider's 30 s timeout is never near.
+//
+// Payloads: the event form `{event_id, event_type, data: {id, job_id}}`, as a JSON object or
+// JSON-encoded into a string (webhook_output_format "string", the default), and the legacy v1
+// result form `{txt, md, json, images}` that names no job (the document's current job is meant;
+// its result is fetched like any other, the bytes in the body are not trusted).
+import { createHash } from 'node:crypto';
+import { executeIn, countAppended, type CommandContext } from '../../documents/commands.ts';
+import { DomainError } from '../../documents/document.ts';
+import { ConcurrencyError } from '../../events/store.ts';
+import { webhookAuthFailures, webhookDeliveries } from '../../observability/metrics.ts';
+import { WEBHOOK_TOKEN_HEADER, verifyLcSignature, verifyWebhookCredential } from '../../security/webhook-auth.ts';
+import { HttpError, notFound } from '../errors.ts';
+import type { App } from '../http.ts';
+
+const PROVIDER = 'llamaparse';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** The events that end a job; parse.pending / parse.running carry nothing to act on. */
+const TERMINAL_EVENTS = new Set(['parse.success', 'parse.error', 'parse.partial_success', 'parse.cancelled']);
+
+export interface LlamaParseWebhookOptions {
+  ctx: CommandContext;
+  /** WEBHOOK_SECRET: verifies the per-document credential. */
+  secret: string | undefined;
+  /** LLAMAPARSE_WEBHOOK_SIGNING_SECRET: when set, event deliveries must carry a valid LC-Signature. */
+  signingSecret: string | undefined;
+}
+
+type Delivery =
+  | { kind: 'event'; eventId: string; eventType: string; jobId: string | null }
+  | { kind: 'legacy'; eventId: string; eventType: 'legacy.result'; jobId: null };
+
+export type WebhookOutcome = 'appended' | 'duplicate' | 'ignored';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    rawBody?: Buffer;
+  }
+}
+
+function str(value: unknown, max = 200): string | null {
+  return typeof value === 'string' && value.length > 0 && value.length <= max ? value : null;
+}
+
+/** Recognises the two payload forms; anything else is a 400. */
+function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefined): Delivery {
+  let payload = body;
+  if (typeof payload === 'string') {
+    try {
+      payload = JSON.parse(payload);
+    } catch {
+      throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'the body is a string that is not JSON');
+    }
+  }
+  if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+    throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'the body must be a JSON object (or a JSON-encoded one)');
+  }
+  const p = payload as Record<string, unknown>;
+  // Without an event id (legacy, or a sender that leaves it out) the body's hash identifies the delivery.
+  const bodyHash = `sha256:${createHash('sha256').update(raw).digest('hex')}`;
+  if (typeof p.event_type === 'string') {
+    const data = (p.data ?? {}) as Record<string, unknown>;
+    const eventType = str(p.event_type, 64);
+    if (!eventType) throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'event_type must be a short string');
+    return {
+      kind: 'event',
+      eventId: str(headerEventId) ?? str(p.event_id) ?? bodyHash,
+      eventType,
+      jobId: str(data.job_id) ?? str(data.id),
+    };
+  }
+  if ('md' in p || 'txt' in p || 'json' in p) return { kind: 'legacy', eventId: bodyHash, eventType: 'legacy.result', jobId: null };
+  throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'expected a LlamaParse event {event_id, event_type, data} or a legacy result {txt, md, json, images}');
+}
+
+export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOptions): void {
+  const { ctx } = options;
+
+  // Keep the raw bytes: LC-Signature is an HMAC over exactly what was sent.
+  // JSON only: LlamaCloud sends application/json, and only that parser keeps the raw bytes.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    request.rawBody = body as Buffer;
+    try {
+      done(null, JSON.parse((body as Buffer).toString('utf8')));
+    } catch {
+      done(new HttpError(400, 'INVALID_JSON', 'the body is not valid JSON'), undefined);
+    }
+  });
+
+  function reject(request: { log: App['log']; ip: string }, documentId: string, reason: 'missing' | 'bad_credential' | 'bad_signature' | 'missing_signature'): never {
+    webhookAuthFailures.inc({ provider: PROVIDER, reason });
+    webhookDeliveries.inc({ provider: PROVIDER, outcome: 'rejected' });
+    request.log.warn({ documentId, reason, ip: request.ip }, 'webhook rejected: authentication failed');
+    throw new HttpError(401, 'WEBHOOK_UNAUTHORIZED', 'the webhook credential or signature is missing or invalid');
+  }
+
+  app.post<{ Params: { documentId: string }; Querystring: { token?: string } }>('/v1/webhooks/llamaparse/:documentId', async (request, reply) => {
+    const { documentId } = request.params;
+    const raw = request.rawBody ?? Buffer.alloc(0);
+    const delivery = readDelivery(request.body, raw, request.headers['x-webhook-event-id'] as string | undefined);
+
+    // Authentication: the per-document credential (header, or ?token= for the legacy form whose
+    // URL is all we control), or LC-Signature. A signature that is present must verify.
+    const tokenHeader = request.headers[WEBHOOK_TOKEN_HEADER];
+    const token = (typeof tokenHeader === 'string' ? tokenHeader : undefined) ?? request.query.token;
+    const credential = options.secret && UUID.test(documentId) ? verifyWebhookCredential(options.secret, PROVIDER, documentId, token) : null;
+    const signature = request.headers['lc-signature'] as string | undefined;
+    let signed = false;
+    if (options.signingSecret && (signature !== undefined || delivery.kind === 'event')) {
+      if (signature === undefined) reject(request, documentId, 'missing_signature');
+      if (!verifyLcSignature(options.signingSecret, raw, signature)) reject(request, documentId, 'bad_signature');
+      signed = true;
+    }
+    if (!credential && !signed) reject(request, documentId, token ? 'bad_credential' : 'missing');
+    if (!UUID.test(documentId)) throw notFound();
+
+    if (delivery.kind === 'event' && !TERMINAL_EVENTS.has(delivery.eventType)) {
+      webhookDeliveries.inc({ provider: PROVIDER, outcome: 'ignored' });
+      request.log.info({ documentId, eventType: delivery.eventType }, 'webhook ignored: not a terminal event');
+      return reply.send({ outcome: 'ignored' });
+    }
+
+    const meta = { correlationId: request.id, causationId: delivery.eventId, actor: `webhook:${PROVIDER}`, requestId: request.id };
+    let outcome: WebhookOutcome | undefined;
+    for (let attempt = 1; outcome === undefined; attempt++) {
+      try {
+        outcome = await ctx.sql.begin(async (tx) => {
+          const claimed = await tx`
+            insert into docpipe.webhook_deliveries (provider, event_id, document_id, provider_job_id, event_type, outcome)
+            values (${PROVIDER}, ${delivery.eventId}, ${documentId}, ${delivery.jobId}, ${delivery.eventType}, 'appended')
+            on conflict do nothing returning 1`;
+          if (claimed.length === 0) return 'duplicate' as const;
+          try {
+            const result = await executeIn(tx, ctx, documentId, {
+              type: 'RecordParserCallback',
+              providerJobId: delivery.jobId,
+              run: credential?.run ?? null,
+              eventId: delivery.eventId,
+              eventType: delivery.eventType,
+            }, meta);
+            countAppended(result.events);
+            return 'appended' as const;
+          } catch (err) {
+            if (!(err instanceof DomainError)) throw err;
+            // Nothing was written but the delivery row: an unknown document keeps none.
+            if (err.code === 'DOCUMENT_NOT_FOUND') throw err;
+            await tx`update docpipe.webhook_deliveries set outcome = 'ignored' where provider = ${PROVIDER} and event_id = ${delivery.eventId}`;
+            request.log.info({ documentId, providerJobId: delivery.jobId, eventType: delivery.eventType, reason: err.message }, 'webhook ignored');
+            return 'ignored' as const;
+          }
+        });
+      } catch (err) {
+        if (err instanceof DomainError && err.code === 'DOCUMENT_NOT_FOUND') {
+          webhookDeliveries.inc({ provider: PROVIDER, outcome: 'unknown_document' });
+          throw notFound();
+        }
+        // A worker appended to the same stream at the same moment: read again and retry.
+        if (err instanceof ConcurrencyError && attempt < 4) continue;
+        if (err instanceof ConcurrencyError) throw new HttpError(503, 'BUSY', 'the document is changing; retry', { 'retry-after': '1' });
+        throw err;
+      }
+    }
+    webhookDeliveries.inc({ provider: PROVIDER, outcome });
+    return reply.send({ outcome });
+  });
+}
