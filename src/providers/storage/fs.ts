@@ -3,7 +3,10 @@
 // hashed and size-limited as they stream, fsynced, then renamed into place, so a reader sees
 // an object whole or not at all even with concurrent writers or a crash mid-upload. Keys come
 // from the domain but are still validated strictly: a key is the only path input that
-// reaches the filesystem, and a traversal bug here would expose the whole machine.
+// reaches the filesystem, and a traversal bug here would expose the whole machine (the rules
+// live in keys.ts, shared with the other adapters). Signed uploads go to the API's own
+// `PUT /v1/storage/upload?token=...` route (services/api/storage-upload.ts), with a token signed
+// by upload-token.ts.
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat as fsStat, unlink, writeFile } from 'node:fs/promises';
@@ -15,30 +18,37 @@ import {
   ObjectNotFoundError,
   ObjectTooLargeError,
   type PutOptions,
+  type SignedUpload,
+  type SignedUploadOptions,
   type Storage,
   type StoredObject,
 } from '../types.ts';
+import { assertValidKey, normalizePrefix, RESERVED_TMP_SEGMENT } from './keys.ts';
+import { createUploadTokens, type UploadTokens } from './upload-token.ts';
 
 /** Temp files live inside root so the final rename never crosses a filesystem boundary. */
-const TMP_DIR = '.tmp';
+const TMP_DIR = RESERVED_TMP_SEGMENT;
+
+export interface FsStorageOptions {
+  /** Public base URL of the API (no trailing slash needed), for signed upload URLs. */
+  publicApiUrl?: string;
+  /** HMAC key of the upload tokens; the API's upload route must verify with the same key. */
+  signingKey?: string | Buffer;
+}
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
   return err instanceof Error && codes.includes((err as NodeJS.ErrnoException).code ?? '');
 }
 
-export function createFsStorage(root: string): Storage {
+export function createFsStorage(root: string, options: FsStorageOptions = {}): Storage {
   const rootDir = resolve(root);
   const tmpDir = resolve(rootDir, TMP_DIR);
   const rootPrefix = rootDir.endsWith(sep) ? rootDir : rootDir + sep;
+  const publicApiUrl = options.publicApiUrl?.replace(/\/+$/, '');
+  let tokens: UploadTokens | undefined;
 
   function pathFor(key: string): string {
-    if (typeof key !== 'string' || key.length === 0 || key.length > 1024) throw new InvalidKeyError(key);
-    if (key.includes('\0') || key.includes('\\') || key.startsWith('/')) throw new InvalidKeyError(key);
-    const segments = key.split('/');
-    if (segments.some((s) => s === '' || s === '.' || s === '..')) throw new InvalidKeyError(key);
-    // The temp area must stay unreachable by key, or deletePrefix('.tmp') could pull files
-    // out from under in-flight uploads.
-    if (segments[0] === TMP_DIR) throw new InvalidKeyError(key);
+    assertValidKey(key);
     const full = resolve(rootDir, key);
     // Belt and braces: the checks above should make this impossible, but it is the invariant.
     if (!full.startsWith(rootPrefix)) throw new InvalidKeyError(key);
@@ -148,8 +158,7 @@ export function createFsStorage(root: string): Storage {
     async deletePrefix(prefix: string): Promise<void> {
       // Prefixes are whole path segments (`documents/<id>` removes that document's
       // directory, never `documents/<id>-other`); a trailing slash is tolerated.
-      const key = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
-      await rm(pathFor(key), { recursive: true, force: true });
+      await rm(pathFor(normalizePrefix(prefix)), { recursive: true, force: true });
     },
 
     async check(): Promise<void> {
@@ -161,6 +170,30 @@ export function createFsStorage(root: string): Storage {
       } catch (err) {
         throw new Error(`fs storage root ${rootDir} is not writable: ${(err as Error).message}`, { cause: err });
       }
+    },
+
+    async setup(): Promise<'created' | 'exists'> {
+      // mkdir -p answers the first directory it created, undefined when root already existed.
+      const created = await mkdir(rootDir, { recursive: true });
+      await mkdir(tmpDir, { recursive: true });
+      return created === undefined ? 'exists' : 'created';
+    },
+
+    async createSignedUpload(key: string, opts: SignedUploadOptions): Promise<SignedUpload> {
+      assertValidKey(key);
+      if (!publicApiUrl || options.signingKey === undefined) {
+        throw new Error('fs storage cannot create signed uploads: it was created without publicApiUrl and signingKey');
+      }
+      if (!Number.isFinite(opts.expiresInSeconds) || opts.expiresInSeconds <= 0) throw new RangeError(`expiresInSeconds must be positive, got ${opts.expiresInSeconds}`);
+      tokens ??= createUploadTokens(options.signingKey);
+      const expiresAt = new Date(Date.now() + Math.round(opts.expiresInSeconds * 1000));
+      const token = tokens.sign({ key, maxBytes: opts.maxBytes, contentType: opts.contentType, expiresAt });
+      return {
+        url: `${publicApiUrl}/v1/storage/upload?token=${encodeURIComponent(token)}`,
+        method: 'PUT',
+        headers: { 'content-type': opts.contentType },
+        expiresAt,
+      };
     },
   };
 }

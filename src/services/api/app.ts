@@ -50,8 +50,9 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   const verify = createTokenVerifier(deps.jwt);
   app.decorateRequest('principal', null);
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    // The fs upload route authenticates by its signed token instead (like Supabase's signed URLs).
-    if (!request.url.startsWith('/v1/') || request.url.startsWith('/v1/storage/upload?')) return;
+    // Routes marked public (the fs upload route) authenticate by their own signed token instead,
+    // like Supabase's signed upload URLs.
+    if (!request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
     const header = request.headers.authorization;
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     try {

@@ -1,0 +1,92 @@
+// `PUT /v1/storage/upload?token=...`: where the fs storage's signed upload URLs point
+// (Storage.createSignedUpload of providers/storage/fs.ts). The token is the whole credential (no
+// JWT): it binds the key, the size limit and the content type, and expires. The body is any
+// content type, streamed unparsed and unbuffered into storage.put, which hashes, limits and
+// publishes the object atomically. Like a Supabase signed upload URL without upsert, a URL
+// uploads once: a PUT to a key that already holds an object is refused (409 UPLOAD_EXISTS).
+import { PassThrough } from 'node:stream';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ObjectTooLargeError, type Storage } from '../../providers/types.ts';
+import { UploadTokenError, type UploadTokens } from '../../providers/storage/upload-token.ts';
+import { HttpError } from '../errors.ts';
+import type { App } from '../http.ts';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route authenticates its own requests (a signed token): skip the bearer-JWT hook. */
+    public?: boolean;
+  }
+}
+
+export const FS_UPLOAD_PATH = '/v1/storage/upload';
+
+export interface FsUploadRouteDeps {
+  storage: Storage;
+  tokens: UploadTokens;
+}
+
+/**
+ * Adds `PUT /v1/storage/upload` in its own encapsulated context (its catch-all content-type
+ * parser does not leak into the rest of the app). The route carries `config: { public: true }`:
+ * an app-wide JWT hook must let it through, the token is checked here.
+ */
+export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
+  // Keys being written right now through this route, so two concurrent PUTs of one URL cannot
+  // both pass the "already exists" check.
+  const inFlight = new Set<string>();
+
+  void app.register(async (scope) => {
+    // Every body, whatever its content type (or none), is handed through unread.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request: FastifyRequest, _payload: unknown, done: (err: Error | null, body?: unknown) => void) => done(null));
+
+    scope.put(FS_UPLOAD_PATH, { config: { public: true } }, async (request: FastifyRequest, reply: FastifyReply) => {
+      const token = (request.query as Record<string, unknown> | undefined)?.token;
+      const refuse = (error: HttpError): never => {
+        discardBody(request, reply);
+        throw error;
+      };
+      let claims;
+      try {
+        claims = deps.tokens.verify(typeof token === 'string' ? token : '');
+      } catch (err) {
+        if (err instanceof UploadTokenError) refuse(new HttpError(401, err.code, err.message));
+        throw err;
+      }
+      const declared = Number(request.headers['content-length']);
+      if (Number.isFinite(declared) && declared > claims.maxBytes) {
+        refuse(new HttpError(413, 'FILE_TOO_LARGE', `file exceeds the limit of ${claims.maxBytes} bytes`));
+      }
+      if (inFlight.has(claims.key) || (await deps.storage.stat(claims.key)) !== null) {
+        refuse(new HttpError(409, 'UPLOAD_EXISTS', 'this upload URL has already been used: the object exists'));
+      }
+      inFlight.add(claims.key);
+      try {
+        // A PassThrough between the socket and storage.put: put destroys its body on failure
+        // (too large, disk full), and destroying request.raw itself would reset the connection
+        // before the error response could be sent.
+        const body = new PassThrough();
+        request.raw.pipe(body);
+        request.raw.once('error', (err) => body.destroy(err));
+        request.raw.once('aborted', () => body.destroy(new Error('the client aborted the upload')));
+        try {
+          const stored = await deps.storage.put(claims.key, body, { maxBytes: claims.maxBytes, contentType: claims.contentType });
+          return reply.status(200).send({ key: stored.key, size: stored.size });
+        } catch (err) {
+          request.raw.unpipe(body);
+          discardBody(request, reply);
+          if (err instanceof ObjectTooLargeError) throw new HttpError(413, 'FILE_TOO_LARGE', err.message);
+          throw err;
+        }
+      } finally {
+        inFlight.delete(claims.key);
+      }
+    });
+  });
+}
+
+/** Reads and drops the rest of a refused body, and closes the connection after the answer. */
+function discardBody(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('connection', 'close');
+  if (!request.raw.readableEnded) request.raw.resume();
+}
