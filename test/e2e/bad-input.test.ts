@@ -213,9 +213,9 @@ test('uploads: size, type, emptiness and multipart shape are checked, and a refu
     });
   });
 
-  await t.test('a JSON body -> 415 NOT_MULTIPART', async () => {
+  await t.test('a JSON body that is not a direct-upload registration -> 400 INVALID_REGISTRATION', async () => {
     await storesNothing(async () => {
-      await expectError(await post(JSON.stringify({ file: 'hello' }), { 'content-type': 'application/json' }), 415, 'NOT_MULTIPART');
+      await expectError(await post(JSON.stringify({ file: 'hello' }), { 'content-type': 'application/json' }), 400, 'INVALID_REGISTRATION');
     });
   });
 
