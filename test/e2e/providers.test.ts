@@ -240,6 +240,37 @@ describe('a PDF through Supabase Storage, LlamaParse and OpenAI', () => {
   });
 });
 
+describe('embedding progress is saved per batch', () => {
+  test('an OpenAI outage mid-document: the retried job resumes after the last stored batch', async () => {
+    // ~40 distinct sentences of ~12 tokens: several 64-token chunks, batches of 4.
+    const text = Array.from({ length: 120 }, (_, i) => `Sentence ${i} tells of lighthouse keeper number ${i * 7} and the lamp ${i % 13}.`).join(' ');
+    const requestsBefore = openai.requests.length;
+    // Two batches succeed, then four 500s in a row: more than the embedder's in-call retries.
+    openai.failNext(500, 4, { afterSuccesses: 2 });
+    try {
+      const res = await upload(stack, Buffer.from(text), 'keepers.txt');
+      assert.equal(res.status, 202);
+      const { id } = (await res.json()) as Json;
+      const doc = await waitForStatus(stack, id, ['ready', 'failed'], { timeoutMs: 60_000 });
+      assert.equal(doc.status, 'ready', JSON.stringify(doc.error));
+      assert.ok(doc.embeddingBatches.total >= 4, `batches: ${doc.embeddingBatches.total}`);
+      const events = await eventsOf(id);
+      assert.equal(count(events, 'EmbeddingStarted'), 2, 'one retry of the embed stage');
+      assert.equal(count(events, 'StageAttemptFailed'), 1);
+      assert.equal(count(events, 'EmbeddingBatchStored'), doc.embeddingBatches.total, 'each batch stored once');
+      const seen = openai.requests.slice(requestsBefore);
+      assert.equal(seen.filter((r) => r.status === 500).length, 4);
+      const ok = seen.filter((r) => r.status === 200).flatMap((r) => r.inputs);
+      const chunks = await chunksOf(id);
+      assert.deepEqual([...ok].sort(), chunks.map((c) => c.content).sort(), 'no chunk was embedded twice');
+      const [failure] = await stack.db.sql<{ data: Json }[]>`select data from docpipe.events where stream_id = ${id} and type = 'StageAttemptFailed'`;
+      assert.equal(failure!.data.code, 'EMBEDDER_UNAVAILABLE');
+    } finally {
+      openai.reset();
+    }
+  });
+});
+
 describe('direct upload to Supabase Storage', () => {
   test('POST /v1/uploads, PUT to the signed URL, register, ready', async () => {
     const bytes = await fixture('sample.pdf');

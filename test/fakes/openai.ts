@@ -41,6 +41,8 @@ export interface FailOptions {
   retryAfter?: string;
   /** Sent as the `retry-after-ms` header. */
   retryAfterMs?: string;
+  /** Let this many more requests succeed before the failures start (a fault mid-document). */
+  afterSuccesses?: number;
 }
 
 export interface StormOptions {
@@ -120,7 +122,8 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
   const requests: FakeRequest[] = [];
   const embeddedCounts = new Map<string, number>();
   let embeddedInputs = 0;
-  let failures: { status: number; options: FailOptions }[] = [];
+  let failures: { status: number; options: FailOptions; notBefore: number }[] = [];
+  let successes = 0;
   let storm: (Required<Pick<StormOptions, 'retryAfterMs'>> & StormOptions & { until: number; seen: number }) | null = null;
   let delayMs = 0;
   /** Sliding minute of accepted requests: [time, tokens]. */
@@ -287,7 +290,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     const headers = rateLimitHeaders(now);
 
     // Injected faults, then the storm: decided by the server before it reads the request.
-    const fail = failures.shift();
+    const fail = failures[0] && successes >= failures[0].notBefore ? failures.shift() : undefined;
     if (fail) throw injected(fail.status, fail.options, model || 'text-embedding-3-small', headers);
     if (storm) {
       if (now > storm.until) storm = null;
@@ -374,6 +377,7 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     });
     for (const text of inputs) embeddedCounts.set(text, (embeddedCounts.get(text) ?? 0) + 1);
     embeddedInputs += inputs.length;
+    successes++;
     return { object: 'list' as const, data, model, usage: { prompt_tokens: total, total_tokens: total } };
   }
 
@@ -426,7 +430,8 @@ export async function startFakeOpenAI(options: FakeOpenAIOptions = {}): Promise<
     embeddedCounts,
     timesEmbedded: (text) => embeddedCounts.get(text) ?? 0,
     failNext(status, count = 1, failOptions = {}) {
-      for (let i = 0; i < count; i++) failures.push({ status, options: { ...failOptions } });
+      const notBefore = successes + (failOptions.afterSuccesses ?? 0);
+      for (let i = 0; i < count; i++) failures.push({ status, options: { ...failOptions }, notBefore });
     },
     rateLimitStorm(stormOptions) {
       storm = {
