@@ -5,7 +5,7 @@
 // Postgres, all within SHUTDOWN_TIMEOUT_MS.
 import { existsSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
-import { ConfigError, envExample, loadConfig, type Config, type ServiceName } from './config.ts';
+import { ConfigError, configTable, envExample, loadConfig, type Config, type ServiceName } from './config.ts';
 import { createSql } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
@@ -33,6 +33,7 @@ operations
   setup-storage        create the storage bucket (Supabase) or directory (fs); idempotent
   token [sub]          print a development JWT (embedded default or JWT_SECRET)
   env-example          print .env.example
+  config-table         print the README's configuration table
 `;
 
 /** A development user id, stable across restarts so `npm start` always shows the same documents. */
@@ -130,6 +131,10 @@ async function main(argv: string[]): Promise<void> {
   }
   if (command === 'env-example') {
     process.stdout.write(envExample());
+    return;
+  }
+  if (command === 'config-table') {
+    process.stdout.write(configTable() + '\n');
     return;
   }
   // A local .env fills in what the environment leaves unset (never overrides it).

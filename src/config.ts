@@ -336,3 +336,10 @@ export function envExample(): string {
   }
   return lines.join('\n');
 }
+
+/** The README's configuration table (markdown), generated from SPEC; a test keeps them equal. */
+export function configTable(): string {
+  const cell = (text: string) => text.replaceAll('|', '\\|');
+  const rows = SPEC.map((spec) => `| \`${spec.name}\` | ${spec.default === undefined ? '(unset)' : `\`${spec.default}\``} | ${cell(spec.description)} |`);
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+}

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, envExample, loadConfig, SPEC, type Config } from '../../src/config.ts';
+import { ConfigError, configTable, envExample, loadConfig, SPEC, type Config } from '../../src/config.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SECRET = 'x'.repeat(32);
@@ -137,6 +137,13 @@ describe('loadConfig', () => {
     // An empty JWT_SECRET is a missing one, not a too-short one.
     const err = configError({ DATABASE_URL: 'postgres://u@localhost/db', JWT_SECRET: '' });
     assert.match(err.message, /JWT_SECRET: required/);
+  });
+});
+
+describe('README', () => {
+  test('the configuration table is configTable() output (every variable, its default and meaning)', async () => {
+    const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
+    assert.ok(readme.includes(configTable() + '\n'), 'README.md: replace the table under "## Configuration" with `npm run -s docpipe -- config-table`');
   });
 });
 
