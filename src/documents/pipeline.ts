@@ -170,23 +170,38 @@ export async function runParseResult(deps: PipelineDeps, job: JobData, log: Logg
     if (!inRun(state, job, ['parsing']) || state.parserJobId !== job.providerJobId) return 'skipped';
     if (deps.parser.mode !== 'async') throw new PermanentStageError('PARSER_MISMATCH', `the configured parser (${deps.parser.kind}) cannot finish a remote parse job`);
     const providerJobId = job.providerJobId!;
-    const remote = await deps.parser.status(providerJobId);
-    switch (remote.status) {
-      case 'PENDING': {
-        if (state.parseDeadline && Date.now() >= Date.parse(state.parseDeadline)) {
-          throw new PermanentStageError('PARSE_TIMEOUT', `${deps.parser.kind} job ${providerJobId} did not finish within ${deps.remoteParse.deadlineMinutes} minutes`);
-        }
-        // A webhook-sent check that finds the job still running leaves it to the polling chain.
-        if (job.poll === null || job.poll === undefined) return 'pending';
-        const poll = job.poll + 1;
-        await deps.ctx.jobs.send(deps.ctx.sql, [{
-          queue: QUEUES.parseResult,
-          id: stableJobId(job.documentId, job.run, providerJobId, 'poll', poll),
-          startAfterSeconds: pollDelaySeconds(job.poll),
-          data: { ...job, poll },
-        }]);
-        return 'pending';
+    const pastDeadline = () => state.parseDeadline !== null && Date.now() >= Date.parse(state.parseDeadline);
+    const pollAgain = async (): Promise<StageOutcome> => {
+      if (pastDeadline()) {
+        throw new PermanentStageError('PARSE_TIMEOUT', `${deps.parser.kind} job ${providerJobId} did not finish within ${deps.remoteParse.deadlineMinutes} minutes`);
       }
+      // A webhook-sent check that finds the job still running leaves it to the polling chain.
+      if (job.poll === null || job.poll === undefined) return 'pending';
+      const poll = job.poll + 1;
+      await deps.ctx.jobs.send(deps.ctx.sql, [{
+        queue: QUEUES.parseResult,
+        id: stableJobId(job.documentId, job.run, providerJobId, 'poll', poll),
+        startAfterSeconds: pollDelaySeconds(job.poll),
+        data: { ...job, poll },
+      }]);
+      return 'pending';
+    };
+    let remote;
+    try {
+      remote = await deps.parser.status(providerJobId);
+    } catch (err) {
+      // The provider's job runs on regardless of our view of it: an outage of the status route
+      // must not fail a document that has up to the deadline to finish. The polling chain just
+      // asks again later; a webhook-sent check leaves it to the chain.
+      if (err instanceof ProviderError && !err.permanent) {
+        log.warn({ code: err.code, message: err.message, poll: job.poll }, 'parse status check failed; polling again later');
+        return pollAgain();
+      }
+      throw err;
+    }
+    switch (remote.status) {
+      case 'PENDING':
+        return pollAgain();
       case 'ERROR':
         throw new PermanentStageError(providerCode(remote.errorCode, 'PARSE_ERROR'), remote.errorMessage ?? `${deps.parser.kind} reported an error without a message`);
       case 'CANCELLED':

@@ -1,0 +1,178 @@
+// The remote-parse stages against a real Postgres and pg-boss, with a scripted AsyncParser
+// standing in for the provider (the pipeline is under test here; the LlamaParse adapter has its
+// own suites against the fake): polling backoff with stable job ids, the deadline, status-route
+// outages, permanent provider errors, stale jobs, and no second submission on a retried job.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { describe, test } from 'node:test';
+import { execute } from '../../src/documents/commands.ts';
+import { runParseResult, runParseStage, type PipelineDeps } from '../../src/documents/pipeline.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { createLocalEmbedder } from '../../src/providers/embedder/local.ts';
+import { ProviderError, type AsyncParser, type ProviderJob } from '../../src/providers/types.ts';
+import { stableJobId } from '../../src/queue/jobs.ts';
+import { startStack, type TestStack } from '../helpers/stack.ts';
+
+const stack: TestStack = await startStack({ worker: false });
+const log = createLogger('silent');
+const meta = { correlationId: randomUUID(), causationId: null, actor: 'test', requestId: null };
+
+interface Script {
+  status: () => ProviderJob | Promise<ProviderJob>;
+  submits: number;
+}
+
+function scriptedParser(script: Script): AsyncParser {
+  return {
+    kind: 'llamaparse',
+    mode: 'async',
+    async submit() {
+      script.submits++;
+      return { jobId: randomUUID() };
+    },
+    async status() {
+      return script.status();
+    },
+    async result() {
+      return { markdown: '# done\n\nParsed remotely.', pages: 1 };
+    },
+  };
+}
+
+function depsWith(parser: AsyncParser, deadlineMinutes = 45): PipelineDeps {
+  return {
+    ctx: stack.runtime.ctx,
+    storage: stack.runtime.providers.storage,
+    parser,
+    embedder: createLocalEmbedder({ dimensions: 16 }),
+    chunking: { maxTokens: 64, overlapTokens: 8 },
+    embedBatchSize: 4,
+    remoteParse: { webhookBaseUrl: undefined, webhookSecret: undefined, pollAfterSeconds: 1, deadlineMinutes },
+  };
+}
+
+/** An uploaded document (bytes in storage), parse started and submitted as `jobId`. */
+async function submitted(jobId: string, deadline = new Date(Date.now() + 3600_000)): Promise<string> {
+  const id = randomUUID();
+  const ctx = stack.runtime.ctx;
+  const key = `documents/${id}/original`;
+  const stored = await stack.runtime.providers.storage.put(key, Readable.from([Buffer.from('hello remote parser')]));
+  await execute(ctx, id, { type: 'Upload', ownerId: 'user-a', fileName: 'a.txt', mediaType: 'text/plain', size: stored.size, sha256: stored.sha256, storageKey: key, idempotencyKey: null }, meta);
+  await execute(ctx, id, { type: 'StartParse', run: 1, parser: 'llamaparse' }, meta);
+  await execute(ctx, id, { type: 'SubmitParse', run: 1, parser: 'llamaparse', providerJobId: jobId, webhook: false, pollAfterSeconds: 1, deadline: deadline.toISOString() }, meta);
+  return id;
+}
+
+const job = (documentId: string, providerJobId: string, poll: number | null) => ({
+  documentId, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null, providerJobId, poll,
+});
+
+async function statusOf(id: string) {
+  const [row] = await stack.db.sql<{ status: string; error_code: string | null; error_message: string | null }[]>`
+    select status, error_code, error_message from docpipe.document_status where id = ${id}`;
+  return row!;
+}
+
+async function pollJobs(id: string) {
+  return stack.db.sql<{ id: string; data: any; delay: number }[]>`
+    select id, data, extract(epoch from start_after - created_on)::float as delay
+    from pgboss.job where name = 'docpipe-parse-result' and data->>'documentId' = ${id} order by created_on`;
+}
+
+const pending = (id: string): ProviderJob => ({ id, status: 'PENDING', errorCode: null, errorMessage: null });
+
+describe('runParseResult', () => {
+  test('still PENDING: the next poll is scheduled once, with backoff, under a stable id', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }));
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 3), log), 'pending');
+    // The same check run twice (a retried job) schedules nothing new.
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 3), log), 'pending');
+    const next = (await pollJobs(id)).filter((j) => j.data.poll === 4);
+    assert.equal(next.length, 1);
+    assert.equal(next[0]!.id, stableJobId(id, 1, providerJobId, 'poll', 4));
+    assert.ok(Math.abs(next[0]!.delay - 8) < 1.5, `delay ${next[0]!.delay} s, expected 2^3`);
+    // Far along the chain the delay is capped at 60 s.
+    await runParseResult(deps, job(id, providerJobId, 12), log);
+    const capped = (await pollJobs(id)).find((j) => j.data.poll === 13)!;
+    assert.ok(Math.abs(capped.delay - 60) < 1.5, `delay ${capped.delay} s, expected 60`);
+    assert.equal((await statusOf(id)).status, 'parsing');
+  });
+
+  test('a webhook-sent check that finds the job running leaves it to the polling chain', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    const before = (await pollJobs(id)).length;
+    const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }));
+    assert.equal(await runParseResult(deps, job(id, providerJobId, null), log), 'pending');
+    assert.equal((await pollJobs(id)).length, before);
+  });
+
+  test('past the deadline: the document fails with PARSE_TIMEOUT', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId, new Date(Date.now() - 1000));
+    const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }), 45);
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 20), log), 'failed');
+    const row = await statusOf(id);
+    assert.equal(row.status, 'failed');
+    assert.equal(row.error_code, 'PARSE_TIMEOUT');
+    assert.match(row.error_message!, /did not finish within 45 minutes/);
+  });
+
+  test('a status-route outage while polling: poll again later, the document does not fail', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    const deps = depsWith(scriptedParser({ status: () => { throw new ProviderError('PARSER_UNAVAILABLE', 'HTTP 503', false, { status: 503 }); }, submits: 0 }));
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), log), 'pending');
+    assert.equal((await statusOf(id)).status, 'parsing');
+    assert.ok((await pollJobs(id)).some((j) => j.data.poll === 1));
+    const events = await stack.db.sql`select 1 from docpipe.events where stream_id = ${id} and type = 'StageAttemptFailed'`;
+    assert.equal(events.length, 0);
+  });
+
+  test('a permanent provider error fails the document with its code', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    const deps = depsWith(scriptedParser({ status: () => { throw new ProviderError('PARSER_AUTH_FAILED', 'LlamaParse rejected the API key (HTTP 401): check LLAMAPARSE_API_KEY', true, { status: 401 }); }, submits: 0 }));
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), log), 'failed');
+    assert.equal((await statusOf(id)).error_code, 'PARSER_AUTH_FAILED');
+  });
+
+  test('a check for a job that is not the current one is skipped', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    let asked = 0;
+    const deps = depsWith(scriptedParser({ status: () => (asked++, pending(providerJobId)), submits: 0 }));
+    assert.equal(await runParseResult(deps, job(id, randomUUID(), 0), log), 'skipped');
+    assert.equal(asked, 0, 'the provider was not even asked');
+  });
+
+  test('SUCCESS: the result is stored and ParseSucceeded appended, once', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    const deps = depsWith(scriptedParser({ status: () => ({ id: providerJobId, status: 'SUCCESS', errorCode: null, errorMessage: null }), submits: 0 }));
+    assert.equal(await runParseResult(deps, job(id, providerJobId, null), log), 'done');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), log), 'skipped');
+    assert.equal((await statusOf(id)).status, 'parsed');
+  });
+});
+
+describe('runParseStage with a remote parser', () => {
+  test('a retried parse job never submits the same run twice', async () => {
+    const script: Script = { status: () => pending('x'), submits: 0 };
+    const deps = depsWith(scriptedParser(script));
+    const id = randomUUID();
+    const key = `documents/${id}/original`;
+    const stored = await stack.runtime.providers.storage.put(key, Readable.from([Buffer.from('hello')]));
+    await execute(stack.runtime.ctx, id, { type: 'Upload', ownerId: 'user-a', fileName: 'a.txt', mediaType: 'text/plain', size: stored.size, sha256: stored.sha256, storageKey: key, idempotencyKey: null }, meta);
+    const parseJob = { documentId: id, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null };
+    assert.equal(await runParseStage(deps, parseJob, log), 'pending');
+    assert.equal(await runParseStage(deps, parseJob, log), 'skipped');
+    assert.equal(script.submits, 1);
+    const polls = await pollJobs(id);
+    assert.equal(polls.length, 1, 'ParseSubmitted scheduled the polling backstop');
+    assert.equal(polls[0]!.data.poll, 0);
+  });
+});
