@@ -77,7 +77,7 @@ export type DocumentCommand =
   | { type: 'Reprocess'; reason: string | null }
   | { type: 'Delete'; reason: string | null };
 
-export type DomainErrorCode = 'DOCUMENT_NOT_FOUND' | 'DOCUMENT_EXISTS' | 'ILLEGAL_TRANSITION' | 'STALE_RUN' | 'INVALID_COMMAND';
+export type DomainErrorCode = 'DOCUMENT_NOT_FOUND' | 'DOCUMENT_EXISTS' | 'ILLEGAL_TRANSITION' | 'STALE_RUN' | 'INVALID_COMMAND' | 'PROVIDER_JOB_NOT_RECORDED';
 
 /** A command the current state does not allow. HTTP 404/409 at the edge, a skip in the worker. */
 export class DomainError extends Error {
@@ -131,7 +131,9 @@ export function decide(command: DocumentCommand, state: DocumentState): NewEvent
     case 'RecordParserCallback': {
       requireStatus(state, command, ['parsing']);
       if (command.run !== null) requireRun(state, command.run);
-      if (state.parserJobId === null) reject(state, 'ILLEGAL_TRANSITION', 'no provider job is submitted for the current run');
+      // The provider can finish (a cache hit) before the worker has recorded the job it was
+      // given: the webhook must be retried, not dropped.
+      if (state.parserJobId === null) reject(state, 'PROVIDER_JOB_NOT_RECORDED', 'the provider job of the current run is not recorded yet');
       if (command.providerJobId !== null && state.parserJobId !== command.providerJobId) {
         reject(state, 'STALE_RUN', `provider job ${command.providerJobId} is not the current job (${state.parserJobId})`);
       }

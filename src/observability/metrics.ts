@@ -112,7 +112,7 @@ export const embeddingTokens = new Counter({
 
 export const webhookDeliveries = new Counter({
   name: 'docpipe_webhook_deliveries_total',
-  help: 'Webhook deliveries by provider and outcome (appended, duplicate, ignored, unknown_document, rejected).',
+  help: 'Webhook deliveries by provider and outcome (appended, duplicate, ignored, early, unknown_document, rejected).',
   labelNames: ['provider', 'outcome'] as const,
   registers: [registry],
 });

@@ -94,10 +94,11 @@ describe('a PDF through Supabase Storage, LlamaParse and OpenAI', () => {
     assert.deepEqual(events.slice(0, 6), ['DocumentUploaded', 'ParseStarted', 'ParseSubmitted', 'ParserCallbackReceived', 'ParseSucceeded', 'EmbeddingStarted']);
     assert.equal(events.at(-1), 'DocumentReady');
 
-    // The webhook went out once, with the per-document credential, and was accepted.
+    // The webhook carried the per-document credential and was accepted once. (A delivery that
+    // beats the worker's ParseSubmitted commit gets a 409 and comes again.)
     const deliveries = llama.deliveries.filter((d) => d.jobId === doc.parser.jobId);
-    assert.equal(deliveries.length, 1);
-    assert.equal(deliveries[0]!.status, 200);
+    assert.equal(deliveries.filter((d) => d.status === 200).length, 1, JSON.stringify(deliveries.map((d) => d.status)));
+    assert.ok(deliveries.every((d) => d.status === 200 || d.status === 409));
     assert.match(deliveries[0]!.headers['x-docpipe-webhook-token'] ?? '', /^v1\.1\./);
 
     // Original and parsed markdown are in the bucket; chunks carry the phrase and 256-d vectors.

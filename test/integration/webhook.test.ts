@@ -142,6 +142,22 @@ describe('POST /v1/webhooks/llamaparse/:documentId', () => {
     assert.equal((await send(id, legacy, { token: null, query: `?token=${token}` })).json.outcome, 'duplicate');
   });
 
+  test("a delivery that beats the worker's ParseSubmitted answers 409, and its redelivery appends", async () => {
+    // The provider finished (a cache hit) before the worker recorded the job id it was given.
+    const id = randomUUID();
+    const jobId = randomUUID();
+    const ctx = stack.runtime.ctx;
+    await execute(ctx, id, { type: 'Upload', ownerId: 'user-a', fileName: 'a.pdf', mediaType: 'application/pdf', size: 10, sha256: 'ab'.repeat(32), storageKey: `documents/${id}/original`, idempotencyKey: null }, meta);
+    await execute(ctx, id, { type: 'StartParse', run: 1, parser: 'llamaparse' }, meta);
+    const body = eventBody(jobId);
+    const early = await send(id, body);
+    assert.deepEqual([early.status, early.json.error.code], [409, 'PROVIDER_JOB_NOT_RECORDED']);
+    assert.equal((await stack.db.sql`select 1 from docpipe.webhook_deliveries where event_id = ${body.event_id}`).length, 0, 'not remembered as seen');
+    await execute(ctx, id, { type: 'SubmitParse', run: 1, parser: 'llamaparse', providerJobId: jobId, webhook: true, pollAfterSeconds: 3600, deadline: new Date(Date.now() + 3600_000).toISOString() }, meta);
+    const redelivered = await send(id, body);
+    assert.deepEqual([redelivered.status, redelivered.json.outcome], [200, 'appended']);
+  });
+
   test('an event for a job that is no longer current answers 200 and is ignored', async () => {
     const { id } = await parsingDocument();
     const res = await send(id, eventBody(randomUUID()));

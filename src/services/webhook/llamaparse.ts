@@ -146,8 +146,9 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
             return 'appended' as const;
           } catch (err) {
             if (!(err instanceof DomainError)) throw err;
-            // Nothing was written but the delivery row: an unknown document keeps none.
-            if (err.code === 'DOCUMENT_NOT_FOUND') throw err;
+            // Nothing was written but the delivery row: an unknown document keeps none, and an
+            // early delivery must not count as seen when the provider sends it again.
+            if (err.code === 'DOCUMENT_NOT_FOUND' || err.code === 'PROVIDER_JOB_NOT_RECORDED') throw err;
             await tx`update docpipe.webhook_deliveries set outcome = 'ignored' where provider = ${PROVIDER} and event_id = ${delivery.eventId}`;
             request.log.info({ documentId, providerJobId: delivery.jobId, eventType: delivery.eventType, reason: err.message }, 'webhook ignored');
             return 'ignored' as const;
@@ -157,6 +158,12 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
         if (err instanceof DomainError && err.code === 'DOCUMENT_NOT_FOUND') {
           webhookDeliveries.inc({ provider: PROVIDER, outcome: 'unknown_document' });
           throw notFound();
+        }
+        if (err instanceof DomainError && err.code === 'PROVIDER_JOB_NOT_RECORDED') {
+          // Any non-2xx makes LlamaCloud deliver again (after 1 s, then 2 s).
+          webhookDeliveries.inc({ provider: PROVIDER, outcome: 'early' });
+          request.log.info({ documentId, providerJobId: delivery.jobId }, 'webhook arrived before the job was recorded; asking for a redelivery');
+          throw new HttpError(409, 'PROVIDER_JOB_NOT_RECORDED', err.message, { 'retry-after': '1' });
         }
         // A worker appended to the same stream at the same moment: read again and retry.
         if (err instanceof ConcurrencyError && attempt < 4) continue;
