@@ -11,6 +11,7 @@
 //   npm run bench                      full run: 10 s per HTTP measurement, 200 pipeline documents
 //   npm run bench -- --quick           3 s per HTTP measurement
 //   npm run bench -- --duration 20 --docs 500 --json bench.json
+//   npm run bench -- --quick --webhook-rate 1000   the webhook phase at another fixed rate
 //
 // Exits 0 when the run completed (a target not met is a finding, not a failure), 1 on error or
 // when the time budget runs out; cleans up (Postgres, temp dirs, child) either way.
@@ -29,6 +30,7 @@ import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { signUserToken } from '../src/security/tokens.ts';
 import { buildApiApp } from '../src/services/api/app.ts';
+import { buildWebhookApp } from '../src/services/webhook/app.ts';
 import { jwtSettings, openRuntime, type Runtime } from '../src/services/runtime.ts';
 import { startWorker, type RunningWorker } from '../src/services/worker/worker.ts';
 import { createBenchTable, startHelloWorld, startInsertBaseline } from './bench/baselines.ts';
@@ -37,6 +39,8 @@ import { MULTIPART_CONTENT_TYPE, multipartBody, textDocument } from './bench/doc
 import type { AutocannonJob, AutocannonResult, ChildMessage, CpuTimes, Job, JobResult, UploadLargeResult, UploadManyResult } from './bench/protocol.ts';
 import { fmt, mb, pct, summarize, table, type Summary } from './bench/stats.ts';
 import { describeWaits, WaitSampler, type WaitProfile } from './bench/waits.ts';
+import type { PacedChildMessage, PacedJob, PacedResult, WebhookTarget } from './bench/paced.ts';
+import { countCallbacks, deleteSeededJobs, seedParsingDocuments, startWebhookBaseline } from './bench/webhook.ts';
 import { freePort } from '../src/util/free-port.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -55,6 +59,8 @@ const USAGE = `usage: npm run bench -- [options]
   --idle-docs <n>          documents uploaded one at a time for the idle pickup figure (default 20)
   --large-mb <n>           size of the streamed-upload memory check, MB (default 100; 0 skips)
   --queue-poll-seconds <n> QUEUE_POLLING_INTERVAL_SECONDS of the worker (default: the project's default)
+  --webhook-rate <n>       fixed rate of the webhook phase and its baseline, req/s (default 500)
+  --skip-webhook           skip the webhook phase (and its document seeding)
   --json <file>            also write every figure as JSON
 `;
 
@@ -71,6 +77,8 @@ const { values: args } = parseArgs({
     'idle-docs': { type: 'string' },
     'large-mb': { type: 'string' },
     'queue-poll-seconds': { type: 'string' },
+    'webhook-rate': { type: 'string' },
+    'skip-webhook': { type: 'boolean', default: false },
     json: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -105,6 +113,13 @@ const settings = {
   postConnections: intArg('post-connections', 20, 1),
   idleDocs: intArg('idle-docs', quick ? 10 : 20, 1),
   largeMb: intArg('large-mb', 100, 0),
+  webhook: args['skip-webhook'] !== true,
+  /** Requests per second of the webhook phase and its baseline (open loop, evenly spaced). */
+  webhookRate: intArg('webhook-rate', 500, 1),
+  /** Keep-alive sockets the paced client may open. */
+  webhookMaxSockets: 128,
+  /** Documents seeded concurrently for the webhook phase. */
+  webhookSeedConcurrency: 8,
   docBytes: 4096,
   databasePoolMax: 10,
   /** QUEUE_POLLING_INTERVAL_SECONDS for the worker; undefined: the project's default. */
@@ -115,6 +130,9 @@ const settings = {
 };
 
 const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
+const WEBHOOK_SECRET = 'bench-webhook-secret-bench-webhook-secret-0123';
+/** At most this many documents are seeded for the webhook phase; beyond, deliveries reuse them (and are ignored). */
+const MAX_WEBHOOK_DOCS = 20_000;
 const LOAD_SCRIPT = fileURLToPath(new URL('./bench/load.ts', import.meta.url));
 
 // ---------------------------------------------------------------------------------------------
@@ -145,7 +163,7 @@ function cleanup(): Promise<void> {
 }
 
 
-interface ChildRun<R extends JobResult> {
+interface ChildRun<R extends JobResult | PacedResult> {
   result: R;
   /** CPU seconds the client used between its start and end marks (or the whole job). */
   clientCpu: number;
@@ -155,8 +173,8 @@ interface ChildRun<R extends JobResult> {
 }
 
 /** Runs one job in a fresh load-generator child, bounded by `timeoutMs`. */
-function runChild<R extends JobResult>(
-  job: Job,
+function runChild<R extends JobResult | PacedResult>(
+  job: Job | PacedJob,
   timeoutMs: number,
   postmasterPid: number | null,
   hooks: { onStart?: () => void; onEnd?: () => void } = {},
@@ -184,7 +202,7 @@ function runChild<R extends JobResult>(
       const ce = clientEnd ?? cpu!;
       resolve({ result: result!, clientCpu: (ce.user + ce.system - clientStart.user - clientStart.system) / 1e6, start, end: e });
     }
-    child.on('message', (message: ChildMessage) => {
+    child.on('message', (message: ChildMessage | PacedChildMessage) => {
       if (message.type === 'mark') {
         if (message.mark === 'start') {
           hooks.onStart?.();
@@ -345,6 +363,25 @@ function machine() {
 // The run
 
 type Measured = AutocannonResult & { cpu: PhaseCpu; waits: WaitProfile };
+type PacedMeasured = PacedResult & { cpu: PhaseCpu; waits: WaitProfile };
+
+interface WebhookFigures {
+  rate: number;
+  /** Documents seeded in `parsing` (submitted to LlamaParse with webhooks), and how long that took. */
+  seeded: number;
+  seedSeconds: number;
+  /** First deliveries sent (warm-up + measured window): each should append one ParserCallbackReceived. */
+  expectedAppends: number;
+  /** ParserCallbackReceived events found in docpipe.events for the seeded documents after the run, and on how many documents. */
+  events: number;
+  eventDocuments: number;
+  /** pg-boss jobs of the seeded documents deleted before the worker started. */
+  jobsDeleted: number;
+  /** The bare Fastify baseline at the same rate, first deliveries, re-deliveries of the same event ids. */
+  baseline: PacedMeasured;
+  first: PacedMeasured;
+  duplicates?: PacedMeasured;
+}
 
 interface Results {
   date: string;
@@ -357,6 +394,7 @@ interface Results {
   get?: Measured;
   insert?: Measured;
   post?: Measured;
+  webhook?: WebhookFigures;
   large?: { bytes: number; status: number; seconds: number; rssBefore: number; rssPeak: number; growth: number };
   idle?: PickupFigures & { docs: number; failed: number };
   pipeline?: PickupFigures & {
@@ -432,6 +470,10 @@ async function main(): Promise<Results> {
     WORKER_METRICS_PORT: '0',
     WEBHOOK_METRICS_PORT: '0',
     WORKER_CONCURRENCY: String(settings.workerConcurrency),
+    // The webhook service verifies per-document credentials with this key. The public URL is
+    // required with it but never used to send anything (the parser is the local one).
+    WEBHOOK_SECRET,
+    WEBHOOK_PUBLIC_URL: 'http://127.0.0.1:9',
     MAX_UPLOAD_BYTES: String(Math.max(50, settings.largeMb * 2) * 1024 * 1024),
     ...(settings.queuePollSeconds === undefined ? {} : { QUEUE_POLLING_INTERVAL_SECONDS: String(settings.queuePollSeconds) }),
   });
@@ -442,6 +484,12 @@ async function main(): Promise<Results> {
   const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
   const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
   onCleanup('api', () => api.app.close());
+
+  const webhookApp = buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
+  const webhookUrl = await webhookApp.listen({ host: '127.0.0.1', port: 0 });
+  onCleanup('webhook', () => webhookApp.close());
+  const webhookBaseline = await startWebhookBaseline();
+  onCleanup('webhook baseline', () => webhookBaseline.app.close());
 
   const hello = await startHelloWorld();
   onCleanup('hello-world', () => hello.app.close());
@@ -483,6 +531,22 @@ async function main(): Promise<Results> {
     log(`  ${fmt(r.reqPerSec, 0)} req/s, p50 ${fmt(r.latency.p50, 2)} ms, p99 ${fmt(r.latency.p99, 2)} ms, non-2xx ${r.non2xx}, errors ${r.errors}`);
     return { ...r, cpu: phaseCpu(run.start, run.end, run.clientCpu), waits };
   };
+  const measurePaced = async (job: Omit<PacedJob, 'kind' | 'rate' | 'maxSockets' | 'durationSeconds'>): Promise<PacedMeasured> => {
+    log(`${job.name}: ${settings.webhookRate} req/s evenly paced, ${job.warmupSeconds} s warm-up + ${settings.durationSeconds} s`);
+    const run = await runChild<PacedResult>(
+      { kind: 'paced', rate: settings.webhookRate, maxSockets: settings.webhookMaxSockets, durationSeconds: settings.durationSeconds, ...job },
+      httpTimeout,
+      postmasterPid,
+      { onStart: () => sampler.start() },
+    );
+    const waits = await sampler.stop();
+    const r = run.result;
+    log(
+      `  ${fmt(r.reqPerSec, 0)} req/s (${r.sent} sent), p50 ${fmt(r.latency.p50, 2)} ms, p99 ${fmt(r.latency.p99, 2)} ms, p99.9 ${fmt(r.p999, 2)} ms, ` +
+        `non-2xx ${r.non2xx}, errors ${r.errors}, outcomes ${JSON.stringify(r.outcomes)}, max send lag ${fmt(r.maxSendLagMs, 1)} ms`,
+    );
+    return { ...r, cpu: phaseCpu(run.start, run.end, run.clientCpu), waits };
+  };
 
   // 1. Streamed large upload, first, while the heap is still small (worker not started).
   if (settings.largeMb > 0) {
@@ -513,6 +577,56 @@ async function main(): Promise<Results> {
 
   // 2. Bare Fastify hello-world.
   results.hello = await measure({ name: 'hello-world (bare Fastify)', url: `${hello.url}/`, method: 'GET', headers: {}, connections: settings.getConnections });
+
+  // 2b. Webhook deliveries at a fixed rate, before the worker starts (it would act on the
+  // seeded documents' jobs). Each delivery is a first delivery (a unique event id) to its own
+  // document in `parsing`, so each appends ParserCallbackReceived and enqueues a result job.
+  if (settings.webhook) {
+    const rate = settings.webhookRate;
+    const wanted = rate * (settings.warmupSeconds + settings.durationSeconds);
+    const count = Math.min(wanted, MAX_WEBHOOK_DOCS);
+    log(`webhook: seeding ${count} documents in parsing (${settings.webhookSeedConcurrency} in flight)${count < wanted ? `; capped: ${wanted - count} deliveries will reuse documents` : ''}`);
+    const seedStarted = Date.now();
+    const targets: WebhookTarget[] = await seedParsingDocuments(runtime.ctx, WEBHOOK_SECRET, count, settings.webhookSeedConcurrency, (done) =>
+      log(`  seeded ${done}/${count} (${fmt(done / ((Date.now() - seedStarted) / 1000), 0)} docs/s)`),
+    );
+    const seedSeconds = (Date.now() - seedStarted) / 1000;
+    log(`  seeded ${count} in ${fmt(seedSeconds, 1)} s`);
+    await sql`vacuum analyze docpipe.events, docpipe.document_status`;
+    const baselineRun = await measurePaced({
+      name: 'webhook baseline (bare Fastify POST, same body)',
+      url: webhookBaseline.url,
+      targets: targets.slice(0, 1),
+      eventIdPrefix: 'baseline',
+      warmupSeconds: settings.warmupSeconds,
+    });
+    const prefix = `bench-${Date.now()}`;
+    const first = await measurePaced({
+      name: 'POST /v1/webhooks/llamaparse/:documentId (first deliveries)',
+      url: webhookUrl,
+      targets,
+      eventIdPrefix: prefix,
+      warmupSeconds: settings.warmupSeconds,
+    });
+    // Re-deliveries: the same prefix and request order resend the first run's first event ids
+    // (to the same documents), so each is claimed as a duplicate and appends nothing.
+    const duplicates = await measurePaced({
+      name: 'POST /v1/webhooks/llamaparse/:documentId (re-deliveries, duplicates)',
+      url: webhookUrl,
+      targets,
+      eventIdPrefix: prefix,
+      warmupSeconds: 0,
+    });
+    const callbacks = await countCallbacks(sql);
+    const expectedAppends = Math.min(first.warmupSent + first.sent, count);
+    const jobsDeleted = await deleteSeededJobs(sql);
+    results.webhook = { rate, seeded: count, seedSeconds, expectedAppends, events: callbacks.events, eventDocuments: callbacks.documents, jobsDeleted, baseline: baselineRun, first, duplicates };
+    const appended = first.outcomes.appended ?? 0;
+    log(`  ParserCallbackReceived: ${callbacks.events} events on ${callbacks.documents} documents; expected ${expectedAppends}; answers 'appended': ${appended}; ${jobsDeleted} pg-boss jobs of the seeded documents deleted`);
+    if (callbacks.events !== expectedAppends || first.non2xx > 0 || first.errors > 0) {
+      log(`  WARNING: the webhook figures are not all real work: ${first.non2xx} non-2xx (${JSON.stringify(first.statusCodes)}), ${first.errors} errors, ${callbacks.events} of ${expectedAppends} callbacks appended`);
+    }
+  }
 
   // 3. GET /v1/documents/:id with a valid JWT (worker running, idle).
   worker = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
@@ -637,6 +751,17 @@ async function main(): Promise<Results> {
 type Verdict = 'met' | 'NOT MET' | 'n/a';
 const verdict = (ok: boolean | null): Verdict => (ok === null ? 'n/a' : ok ? 'met' : 'NOT MET');
 
+/** The webhook's figure is real work: every answer 2xx, and one ParserCallbackReceived per first delivery. */
+const webhookRealWork = (w: WebhookFigures): boolean => w.first.non2xx === 0 && w.first.errors === 0 && w.events === w.expectedAppends && w.eventDocuments === w.expectedAppends;
+const WEBHOOK_TARGET_RATE = 500;
+const WEBHOOK_TARGET_P99_MS = 20;
+/** null (n/a) when run at another rate than the target's. */
+function webhookVerdict(w: WebhookFigures | undefined): Verdict | 'NOT MET (not real work)' {
+  if (!w || w.rate !== WEBHOOK_TARGET_RATE) return 'n/a';
+  if (!webhookRealWork(w)) return 'NOT MET (not real work)';
+  return verdict(w.first.latency.p99 <= WEBHOOK_TARGET_P99_MS && w.first.reqPerSec >= 0.95 * w.rate);
+}
+
 function report(r: Results, options: { markdown?: boolean } = {}): string {
   const out: string[] = [];
   const row = (m: Measured | undefined, name: string, base: Measured | undefined, target: string, ok: boolean | null): string[] => [
@@ -649,6 +774,17 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
     target,
     m ? verdict(ok) : 'n/a',
   ];
+  const wh = r.webhook;
+  const pacedRow = (m: PacedMeasured | undefined, name: string, base: PacedMeasured | undefined, target: string, v: string): string[] => [
+    name,
+    m ? `${m.rate}/s` : '-',
+    fmt(m?.reqPerSec, 0),
+    fmt(m?.latency.p50, 2),
+    fmt(m?.latency.p99, 2),
+    m && base ? `p99 ${fmt(m.latency.p99 / base.latency.p99, 1)}x` : '-',
+    target,
+    v,
+  ];
   const getRatio = r.get && r.hello ? r.get.reqPerSec / r.hello.reqPerSec : Number.NaN;
   const postRatio = r.post && r.insert ? r.post.reqPerSec / r.insert.reqPerSec : Number.NaN;
   out.push(
@@ -659,11 +795,49 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
         row(r.get, 'GET /v1/documents/:id', r.hello, '>= 50% of hello-world; p99 <= 10 ms', r.get ? getRatio >= 0.5 && r.get.latency.p99 <= 10 : null),
         row(r.insert, 'INSERT 1 row (baseline)', undefined, '-', null),
         row(r.post, 'POST /v1/documents 4 KB', r.insert, '>= 40% of INSERT', r.post ? postRatio >= 0.4 : null),
-        ['webhook delivery', '-', '-', '-', '-', '-', 'p99 <= 20 ms at 500 req/s', 'n/a (no webhook routes yet)'],
+        ...(wh
+          ? [
+              pacedRow(wh.baseline, 'webhook baseline (bare Fastify POST)', undefined, '-', 'n/a'),
+              pacedRow(wh.first, 'POST /v1/webhooks/llamaparse/:id', wh.baseline, `p99 <= ${WEBHOOK_TARGET_P99_MS} ms at ${WEBHOOK_TARGET_RATE} req/s`, webhookVerdict(wh)),
+            ]
+          : [['webhook delivery', '-', '-', '-', '-', '-', `p99 <= ${WEBHOOK_TARGET_P99_MS} ms at ${WEBHOOK_TARGET_RATE} req/s`, 'n/a (skipped)']]),
       ],
       options,
     ),
   );
+  if (wh) {
+    out.push('');
+    const detail = (m: PacedMeasured | undefined, name: string): string[] => [
+      name,
+      m ? `${m.rate}/s` : '-',
+      m ? String(m.sent) : '-',
+      fmt(m?.reqPerSec, 0),
+      fmt(m?.latency.p50, 2),
+      fmt(m?.latency.p90, 2),
+      fmt(m?.latency.p99, 2),
+      fmt(m?.p999, 2),
+      fmt(m?.latency.max, 2),
+      m ? String(m.non2xx) : '-',
+      m ? String(m.errors) : '-',
+      m ? Object.entries(m.outcomes).map(([k, n]) => `${n} ${k}`).join(', ') : '-',
+    ];
+    out.push(
+      table(
+        ['webhook, evenly paced open loop', 'rate', 'sent', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'non-2xx', 'errors', 'answers (incl. warm-up)'],
+        [
+          detail(wh.baseline, 'baseline: bare Fastify POST, same body'),
+          detail(wh.first, 'webhook: first deliveries (append)'),
+          detail(wh.duplicates, 'webhook: re-deliveries (duplicate)'),
+        ],
+        options,
+      ),
+    );
+    out.push(
+      `webhook: ${wh.seeded} documents seeded in parsing (${fmt(wh.seedSeconds, 1)} s); ParserCallbackReceived appended: ${wh.events} on ${wh.eventDocuments} documents, ` +
+        `expected ${wh.expectedAppends} -> ${webhookRealWork(wh) ? 'real work' : 'NOT ALL REAL WORK (see non-2xx / errors)'}; ${wh.jobsDeleted} pg-boss jobs of the seeded documents deleted before the worker started.`,
+    );
+    out.push(`webhook latency: scheduled send -> last byte of the answer (no coordinated omission); client max send lag ${fmt(wh.first.maxSendLagMs, 1)} ms, ${wh.first.socketsOpened} sockets.`);
+  }
   out.push('');
   const pickupRow = (name: string, s: Summary | undefined, target: string, ok: boolean | null) => [name, s ? String(s.n) : '-', fmt(s?.p50, 2), fmt(s?.p99, 2), fmt(s?.max, 2), target, s && s.n ? verdict(ok) : 'n/a'];
   const idle = r.idle;
@@ -732,6 +906,13 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
       ['phase (cores busy, of ' + r.machine.cores + ')', 'seconds', 'node', 'node loop', 'postgres', 'client', 'kernel', 'foreign', 'postgres backends, average (sampled pg_stat_activity)'],
       [
         cpuRow('hello-world', r.hello?.cpu, undefined),
+        ...(wh
+          ? [
+              cpuRow('webhook baseline', wh.baseline.cpu, undefined),
+              cpuRow('webhook first deliveries', wh.first.cpu, wh.first.waits),
+              ...(wh.duplicates ? [cpuRow('webhook re-deliveries', wh.duplicates.cpu, wh.duplicates.waits)] : []),
+            ]
+          : []),
         cpuRow('GET /v1/documents/:id', r.get?.cpu, r.get?.waits),
         cpuRow('INSERT baseline', r.insert?.cpu, r.insert?.waits),
         cpuRow('POST /v1/documents', r.post?.cpu, r.post?.waits),
@@ -742,6 +923,9 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
   );
   const phases: [string, PhaseCpu | undefined][] = [
     ['hello-world', r.hello?.cpu],
+    ['webhook baseline', wh?.baseline.cpu],
+    ['webhook', wh?.first.cpu],
+    ['webhook re-deliveries', wh?.duplicates?.cpu],
     ['GET', r.get?.cpu],
     ['INSERT baseline', r.insert?.cpu],
     ['POST', r.post?.cpu],
@@ -752,7 +936,7 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
     out.push('');
     out.push(`WARNING: processes outside this run used CPU during: ${disturbed.join(', ')}. Those figures are disturbed; run again on a quiet machine.`);
   }
-  const errors = [r.hello, r.get, r.insert, r.post].filter((m): m is Measured => !!m && (m.non2xx > 0 || m.errors > 0));
+  const errors = [r.hello, r.get, r.insert, r.post, wh?.baseline, wh?.first, wh?.duplicates].filter((m): m is Measured | PacedMeasured => !!m && (m.non2xx > 0 || m.errors > 0));
   if (errors.length) {
     out.push('');
     for (const m of errors) out.push(`note: ${m.name}: ${m.non2xx} non-2xx (${JSON.stringify(m.statusCodes)}), ${m.errors} errors, ${m.timeouts} timeouts`);
@@ -768,7 +952,7 @@ function header(r: Results): string {
     `machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, ${m.kernel}; Node ${m.node}; PostgreSQL ${m.postgres} (embedded, fsync on, synchronous_commit on)`,
     `fdatasync of 8 KB on the temp dir: p50 ${fmt(r.fsync.p50, 2)} ms, p99 ${fmt(r.fsync.p99, 2)} ms (${r.fsync.n} samples)`,
     `pools: docpipe ${s.databasePoolMax} connections (+ pg-boss 5), INSERT baseline ${s.databasePoolMax}; WORKER_CONCURRENCY ${s.workerConcurrency}; QUEUE_POLLING_INTERVAL_SECONDS ${s.queuePollSeconds ?? `default (${loadConfig({}).queue.pollingIntervalSeconds})`}; local parser + local embedder`,
-    `POST runs with the worker stopped; GET runs with the worker started and idle.`,
+    `POST runs with the worker stopped; GET runs with the worker started and idle; the webhook phase runs before the worker starts (open loop, ${s.webhook ? `${s.webhookRate} req/s` : 'skipped'}).`,
   ].join('\n');
 }
 
@@ -778,6 +962,7 @@ let exitCode = 0;
 const budgetMs =
   5 * 60_000 + // start-up, idle pickup, large upload, teardown
   4 * (settings.warmupSeconds + settings.durationSeconds + 30) * 1000 +
+  (settings.webhook ? 120_000 + 3 * (settings.warmupSeconds + settings.durationSeconds + 30) * 1000 : 0) +
   (30_000 + settings.docs * 500);
 const budget = setTimeout(() => {
   log(`time budget of ${Math.round(budgetMs / 1000)} s exhausted; cleaning up`);

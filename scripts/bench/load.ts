@@ -1,17 +1,19 @@
 // The load generator, run as a child process of the harness so that the client's CPU work
 // (autocannon's HTTP client, body generation) runs on its own event loop and not on the
 // server's. It receives one job over IPC, reports `mark` messages around the measured window
-// (the harness samples CPU there) and sends back one result.
+// (the harness samples CPU there) and sends back one result. The evenly paced webhook load
+// (`kind: 'paced'`) lives in ./paced.ts.
 import http from 'node:http';
 import { once } from 'node:events';
 import autocannon from 'autocannon';
 import { MULTIPART_CONTENT_TYPE, multipartBody, multipartFraming, textDocument } from './documents.ts';
-import type { AutocannonJob, AutocannonResult, ChildMessage, Job, JobResult, UploadLargeJob, UploadLargeResult, UploadManyJob, UploadManyResult } from './protocol.ts';
+import { runPaced, type PacedChildMessage, type PacedJob, type PacedResult } from './paced.ts';
+import type { AutocannonJob, AutocannonResult, Job, JobResult, UploadLargeJob, UploadLargeResult, UploadManyJob, UploadManyResult } from './protocol.ts';
 import { summarize } from './stats.ts';
 
 const now = () => performance.timeOrigin + performance.now();
 
-function send(message: ChildMessage): void {
+function send(message: PacedChildMessage): void {
   process.send?.(message);
 }
 
@@ -127,8 +129,10 @@ async function runUploadLarge(job: UploadLargeJob): Promise<UploadLargeResult> {
   return { status, id, seconds: (now() - started) / 1000, body: body.slice(0, 300) };
 }
 
-async function run(job: Job): Promise<JobResult> {
+async function run(job: Job | PacedJob): Promise<JobResult | PacedResult> {
   switch (job.kind) {
+    case 'paced':
+      return runPaced(job, mark);
     case 'autocannon':
       return runAutocannon(job);
     case 'upload-many':
@@ -138,9 +142,9 @@ async function run(job: Job): Promise<JobResult> {
   }
 }
 
-process.once('message', (job: Job) => {
+process.once('message', (job: Job | PacedJob) => {
   run(job).then(
-    (result) => send({ type: 'result', result, cpu: process.cpuUsage() }),
+    (result) => send({ type: 'result', result, cpu: process.cpuUsage() } as PacedChildMessage),
     (err: unknown) => send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
   ).finally(() => process.disconnect?.());
 });
