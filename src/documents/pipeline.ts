@@ -11,6 +11,7 @@ import type { AsyncParser, ChunkOptions, Embedder, MediaType, Parser, ParsedDocu
 import { ProviderError, UnparseableDocumentError } from '../providers/types.ts';
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
 import { WEBHOOK_TOKEN_HEADER, webhookCredential } from '../security/webhook-auth.ts';
+import { ConcurrencyError } from '../events/store.ts';
 import { execute, loadDocument, type CommandContext } from './commands.ts';
 import { DomainError, type DocumentState } from './document.ts';
 
@@ -80,6 +81,13 @@ async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed
       log.info({ code: err.code, status: err.status }, `${stage} job is stale: ${err.message}`);
       return 'skipped';
     }
+    if (err instanceof ConcurrencyError) {
+      // Another job appended to this document meanwhile (the webhook-sent check and the polling
+      // check both finishing a parse, say). Not a failure of this stage: no attempt is recorded;
+      // pg-boss runs the job again and it finds the document as the winner left it.
+      log.info({ code: err.code }, `${stage} job lost a race for the document; it will re-read and retry`);
+      throw err;
+    }
     const permanent =
       err instanceof PermanentStageError || err instanceof UnparseableDocumentError || (err instanceof ProviderError && err.permanent);
     const code = errorCode(err);
@@ -144,15 +152,17 @@ async function submitRemoteParse(deps: PipelineDeps, parser: AsyncParser, job: J
           headers: { [WEBHOOK_TOKEN_HEADER]: webhookCredential(webhookSecret, parser.kind, job.documentId, job.run) },
         }
       : null;
-  const { jobId } = await parser.submit({ bytes, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook });
+  const { jobId, status } = await parser.submit({ bytes, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook });
+  // Finished already (a cache hit, which may send no webhook): check at once. No webhooks: poll
+  // from the first second. Otherwise give the webhook its grace period.
+  const firstCheck = status !== undefined && status !== 'PENDING' ? 0 : webhook ? pollAfterSeconds : 1;
   await execute(deps.ctx, job.documentId, {
     type: 'SubmitParse',
     run: job.run,
     parser: parser.kind,
     providerJobId: jobId,
     webhook: webhook !== null,
-    // Without webhooks there is nothing to wait for: poll from the first second.
-    pollAfterSeconds: webhook ? pollAfterSeconds : 1,
+    pollAfterSeconds: firstCheck,
     deadline: new Date(Date.now() + deadlineMinutes * 60_000).toISOString(),
   }, metadataFor(job));
   log.info({ providerJobId: jobId, webhook: webhook !== null }, 'submitted to the remote parser');
@@ -208,12 +218,21 @@ export async function runParseResult(deps: PipelineDeps, job: JobData, log: Logg
         throw new PermanentStageError(providerCode(remote.errorCode, 'PARSE_CANCELLED'), remote.errorMessage ?? `the ${deps.parser.kind} job was cancelled`);
       case 'SUCCESS':
       case 'PARTIAL_SUCCESS': {
-        const parsed = await deps.parser.result(providerJobId);
         const partial =
           remote.status === 'PARTIAL_SUCCESS'
             ? { code: providerCode(remote.errorCode, 'PARTIAL_SUCCESS'), message: remote.errorMessage ?? 'some pages could not be parsed' }
             : null;
-        await storeParsed(deps, job, parsed, partial);
+        try {
+          await storeParsed(deps, job, await deps.parser.result(providerJobId), partial);
+        } catch (err) {
+          // The provider holds a finished parse: a passing outage of its result route or of our
+          // storage must not fail the document either; the polling chain fetches it later.
+          if (err instanceof ProviderError && !err.permanent) {
+            log.warn({ code: err.code, message: err.message, poll: job.poll }, 'could not fetch or store the parse result; trying again later');
+            return pollAgain();
+          }
+          throw err;
+        }
         return 'done';
       }
     }

@@ -104,7 +104,8 @@ export interface SubmitInput {
 export interface AsyncParser {
   readonly kind: string;
   readonly mode: 'async';
-  submit(input: SubmitInput): Promise<{ jobId: string }>;
+  /** `status`: what the submission answered; a terminal one (a cache hit) is checked at once. */
+  submit(input: SubmitInput): Promise<{ jobId: string; status?: ProviderJobStatus }>;
   status(jobId: string): Promise<ProviderJob>;
   /** The markdown of a finished job (SUCCESS or PARTIAL_SUCCESS). */
   result(jobId: string): Promise<ParsedDocument>;

@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyError, type FastifyInstance } from 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../observability/logger.ts';
 import { httpRequestDuration } from '../observability/metrics.ts';
+import { ProviderError } from '../providers/types.ts';
 import { HttpError } from './errors.ts';
 
 export type App = FastifyInstance<
@@ -28,6 +29,14 @@ export interface HttpAppOptions {
 function classify(err: FastifyError): { status: number; code: string; message: string; headers?: Record<string, string> } {
   if (err instanceof HttpError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
   if (err.validation) return { status: 400, code: 'VALIDATION_ERROR', message: err.message };
+  if (err instanceof ProviderError) {
+    // A provider (storage, typically) failed on the request path: 503 with Retry-After when it
+    // may pass, 502 when it will not (an access problem the operator must fix). The messages of
+    // ProviderError never carry keys.
+    if (err.permanent) return { status: 502, code: err.code, message: err.message };
+    const retryAfter = String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000)));
+    return { status: 503, code: err.code, message: err.message, headers: { 'retry-after': retryAfter } };
+  }
   const status = err.statusCode ?? 500;
   if (status >= 500) return { status, code: 'INTERNAL_ERROR', message: 'internal error' };
   switch (err.code) {

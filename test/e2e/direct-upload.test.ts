@@ -98,6 +98,16 @@ describe('direct upload through the fs storage', () => {
     assert.equal(rows.length, 0);
   });
 
+  test('a reservation registered after it expired answers 410 and keeps nothing', async () => {
+    const r = await reserve({ fileName: 'a.txt', size: 5, contentType: 'text/plain' });
+    assert.equal((await put(r.body, 'hello')).status, 200);
+    await stack.db.sql`update docpipe.pending_uploads set expires_at = now() - interval '1 second' where document_id = ${r.body.uploadId}`;
+    const late = await register({ uploadId: r.body.uploadId });
+    assert.deepEqual([late.status, late.body.error.code], [410, 'UPLOAD_EXPIRED']);
+    assert.equal(existsSync(path.join(root, 'documents', r.body.uploadId)), false);
+    assert.equal((await register({ uploadId: r.body.uploadId })).body.error.code, 'UPLOAD_NOT_FOUND');
+  });
+
   test('a tampered or reused signed URL is refused', async () => {
     const r = await reserve({ fileName: 'a.txt', size: 5, contentType: 'text/plain' });
     const url = new URL(r.body.upload.url);

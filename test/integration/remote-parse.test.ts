@@ -160,6 +160,18 @@ describe('runParseResult', () => {
 });
 
 describe('runParseStage with a remote parser', () => {
+  test('a submission that answers SUCCESS at once (a cache hit) is checked at once, not after the webhook grace', async () => {
+    const parser = scriptedParser({ status: () => pending('x'), submits: 0 });
+    const deps: PipelineDeps = { ...depsWith({ ...parser, submit: async () => ({ jobId: randomUUID(), status: 'SUCCESS' as const }) }), remoteParse: { webhookBaseUrl: 'https://hooks.example.com', webhookSecret: 'w'.repeat(32), pollAfterSeconds: 600, deadlineMinutes: 45 } };
+    const id = randomUUID();
+    const key = `documents/${id}/original`;
+    const stored = await stack.runtime.providers.storage.put(key, Readable.from([Buffer.from('hello')]));
+    await execute(stack.runtime.ctx, id, { type: 'Upload', ownerId: 'user-a', fileName: 'a.txt', mediaType: 'text/plain', size: stored.size, sha256: stored.sha256, storageKey: key, idempotencyKey: null }, meta);
+    assert.equal(await runParseStage(deps, { documentId: id, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null }, log), 'pending');
+    const [poll] = await pollJobs(id);
+    assert.ok(poll!.delay < 1, `first check after ${poll!.delay} s`);
+  });
+
   test('a retried parse job never submits the same run twice', async () => {
     const script: Script = { status: () => pending('x'), submits: 0 };
     const deps = depsWith(scriptedParser(script));

@@ -215,8 +215,21 @@ describe('POST /v1/webhooks/llamaparse/:documentId', () => {
     assert.equal((await send(id, { foo: 1 })).json.error.code, 'INVALID_WEBHOOK_PAYLOAD');
     assert.equal((await send(id, null, { raw: '{not json' })).json.error.code, 'INVALID_JSON');
     assert.equal((await send(id, '"not an object"')).json.error.code, 'INVALID_WEBHOOK_PAYLOAD');
-    const res = await fetch(`${stack.webhookUrl}/v1/webhooks/llamaparse/${id}`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'x' });
+    const token = webhookCredential(SECRET, 'llamaparse', id, 1);
+    const res = await fetch(`${stack.webhookUrl}/v1/webhooks/llamaparse/${id}`, { method: 'POST', headers: { 'content-type': 'text/plain', [WEBHOOK_TOKEN_HEADER]: token }, body: 'x' });
     assert.equal(res.status, 415);
+  });
+
+  test('without a credential the body is not even read: 401 before any parsing', async () => {
+    const { id } = await parsingDocument();
+    const res = await send(id, null, { raw: '{not json', token: null });
+    assert.deepEqual([res.status, res.json.error.code], [401, 'WEBHOOK_UNAUTHORIZED']);
+    const big = await fetch(`${stack.webhookUrl}/v1/webhooks/llamaparse/${id}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ padding: 'x'.repeat(9 * 1024 * 1024) }),
+    });
+    assert.equal(big.status, 401);
   });
 
   describe('with LLAMAPARSE_WEBHOOK_SIGNING_SECRET', () => {

@@ -45,7 +45,7 @@ describe('loadConfig', () => {
       parser: { kind: 'local' },
       embedder: { kind: 'local', dimensions: 512 },
       webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined },
-      uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 512 * 1024 * 1024, urlTtlSeconds: 7200 },
+      uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 100 * 1024 * 1024, urlTtlSeconds: 7200 },
       chunking: { maxTokens: 512, overlapTokens: 64 },
       embedBatchSize: 64,
       queue: {

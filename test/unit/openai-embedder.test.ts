@@ -90,13 +90,18 @@ describe('encodings', () => {
     }
   });
 
-  test('models without `dimensions` are sent none, and a vector of the wrong size is a bad response', async () => {
+  test('models without `dimensions` are sent none, and a vector of the wrong size fails at once, naming the variable', async () => {
     const ada = embedder({ model: 'text-embedding-ada-002', dimensions: 1536 });
     const [v] = await ada.embed(['hello']);
     assert.equal(v!.length, 1536);
     assert.equal(fake.requests[0]!.dimensions, undefined);
 
-    await assert.rejects(embedder({ model: 'text-embedding-ada-002', dimensions: DIMS }).embed(['hello']), providerError('EMBEDDER_BAD_RESPONSE', false));
+    const before = fake.requests.length;
+    await assert.rejects(embedder({ model: 'text-embedding-ada-002', dimensions: DIMS }).embed(['hello']), (err: Error) => {
+      assert.match(err.message, /returned vectors of 1536 dimensions, EMBEDDING_DIMENSIONS is/);
+      return providerError('EMBEDDER_DIMENSIONS_MISMATCH', true)(err);
+    });
+    assert.equal(fake.requests.length - before, 1, 'not retried');
   });
 });
 

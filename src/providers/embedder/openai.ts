@@ -235,9 +235,16 @@ export function createOpenAIEmbedder(options: OpenAIEmbedderOptions): Embedder {
         throw bad(`an embedding with a missing, duplicate or out-of-range index (${String(index)})`);
       }
       const vector = item.embedding as unknown;
-      if (!Array.isArray(vector) || vector.length !== dimensions) {
-        throw bad(`a vector of ${Array.isArray(vector) ? vector.length : 'no'} entries, expected ${dimensions}`);
+      if (Array.isArray(vector) && vector.length !== dimensions) {
+        // The model answers another size than configured (a model without `dimensions`, or a
+        // gateway that ignores it): every retry would be billed and fail the same way.
+        throw new ProviderError(
+          'EMBEDDER_DIMENSIONS_MISMATCH',
+          `${model} returned vectors of ${vector.length} dimensions, EMBEDDING_DIMENSIONS is ${dimensions}: set it to the model's size`,
+          true,
+        );
       }
+      if (!Array.isArray(vector)) throw bad('an embedding that is not a vector');
       const unit = normalise(vector as number[]);
       if (unit === null) throw bad(`a zero or non-finite vector at index ${index}`);
       out[index] = unit;

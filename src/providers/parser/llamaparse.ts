@@ -171,7 +171,7 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
     kind: 'llamaparse',
     mode: 'async',
 
-    async submit({ bytes, fileName, mediaType, webhook }: SubmitInput): Promise<{ jobId: string }> {
+    async submit({ bytes, fileName, mediaType, webhook }: SubmitInput): Promise<{ jobId: string; status: ProviderJobStatus }> {
       // One Blob (one copy of the bytes) shared by every attempt. The cast only narrows
       // Buffer's ArrayBufferLike to what the DOM typings of BlobPart accept.
       const file = new Blob([bytes as Uint8Array<ArrayBuffer>], { type: mediaType });
@@ -198,7 +198,9 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
       const body = await call('upload', 'POST', '/api/v1/parsing/upload', form);
       const id = field(body, 'id');
       if (typeof id !== 'string' || id === '') throw badResponse('upload', 'no job id');
-      return { jobId: id };
+      // A cache hit can answer SUCCESS at once (and then send no webhook at all).
+      const status = field(body, 'status');
+      return { jobId: id, status: typeof status === 'string' && TERMINAL_STATUSES.has(status) ? (status as ProviderJobStatus) : 'PENDING' };
     },
 
     async status(jobId: string): Promise<ProviderJob> {

@@ -57,11 +57,13 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
       if (Number.isFinite(declared) && declared > claims.maxBytes) {
         refuse(new HttpError(413, 'FILE_TOO_LARGE', `file exceeds the limit of ${claims.maxBytes} bytes`));
       }
-      if (inFlight.has(claims.key) || (await deps.storage.stat(claims.key)) !== null) {
-        refuse(new HttpError(409, 'UPLOAD_EXISTS', 'this upload URL has already been used: the object exists'));
-      }
+      // Claimed synchronously, before any await: two concurrent PUTs of one URL cannot both pass.
+      if (inFlight.has(claims.key)) refuse(new HttpError(409, 'UPLOAD_EXISTS', 'this upload URL is already being used'));
       inFlight.add(claims.key);
       try {
+        if ((await deps.storage.stat(claims.key)) !== null) {
+          refuse(new HttpError(409, 'UPLOAD_EXISTS', 'this upload URL has already been used: the object exists'));
+        }
         // A PassThrough between the socket and storage.put: put destroys its body on failure
         // (too large, disk full), and destroying request.raw itself would reset the connection
         // before the error response could be sent.

@@ -96,6 +96,7 @@ async function sha256Of(stream: Readable): Promise<{ sha256: string; size: numbe
 }
 
 interface PendingUpload {
+  expired: boolean;
   document_id: string;
   owner_id: string;
   storage_key: string;
@@ -127,7 +128,7 @@ export async function registerDirectUpload(
   const { ctx, storage } = options;
   const id = uploadIdOf(body);
   const [pending] = await ctx.sql<PendingUpload[]>`
-    select * from docpipe.pending_uploads where document_id = ${id} and owner_id = ${principal.sub}`;
+    select *, expires_at < now() as expired from docpipe.pending_uploads where document_id = ${id} and owner_id = ${principal.sub}`;
   if (!pending) {
     // Registered before (a retried request): answer with the document, as idempotent uploads do.
     const [row] = await ctx.sql<{ status: string; run: number }[]>`
@@ -140,6 +141,10 @@ export async function registerDirectUpload(
     await storage.deletePrefix(documentPrefix(id)).catch((err: unknown) => log.warn({ err, key }, 'could not remove a rejected upload'));
     await ctx.sql`delete from docpipe.pending_uploads where document_id = ${id}`;
   };
+  if (pending.expired) {
+    await discard();
+    throw new HttpError(410, 'UPLOAD_EXPIRED', 'the reservation expired before it was registered; reserve a new upload');
+  }
   const found = await storage.stat(key);
   if (!found) throw new HttpError(409, 'UPLOAD_NOT_RECEIVED', 'the file has not been uploaded to the signed URL yet');
   const declaredSize = Number(pending.declared_size);

@@ -14,6 +14,7 @@ import { ConcurrencyError } from '../../events/store.ts';
 import { webhookAuthFailures, webhookDeliveries } from '../../observability/metrics.ts';
 import { WEBHOOK_TOKEN_HEADER, verifyLcSignature, verifyWebhookCredential } from '../../security/webhook-auth.ts';
 import { HttpError, notFound } from '../errors.ts';
+import type { FastifyRequest } from 'fastify';
 import type { App } from '../http.ts';
 
 const PROVIDER = 'llamaparse';
@@ -38,6 +39,8 @@ export type WebhookOutcome = 'appended' | 'duplicate' | 'ignored';
 declare module 'fastify' {
   interface FastifyRequest {
     rawBody?: Buffer;
+    /** The verified per-document credential of a webhook delivery (set before the body is read). */
+    webhookCredential?: { run: number } | null;
   }
 }
 
@@ -46,7 +49,7 @@ function str(value: unknown, max = 200): string | null {
 }
 
 /** Recognises the two payload forms; anything else is a 400. */
-function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefined): Delivery {
+function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefined, documentId: string): Delivery {
   let payload = body;
   if (typeof payload === 'string') {
     try {
@@ -59,8 +62,9 @@ function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefi
     throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'the body must be a JSON object (or a JSON-encoded one)');
   }
   const p = payload as Record<string, unknown>;
-  // Without an event id (legacy, or a sender that leaves it out) the body's hash identifies the delivery.
-  const bodyHash = `sha256:${createHash('sha256').update(raw).digest('hex')}`;
+  // Without an event id (legacy, or a sender that leaves it out) the document and the body's
+  // hash identify the delivery (two documents with the same text are different deliveries).
+  const bodyHash = `sha256:${createHash('sha256').update(documentId.toLowerCase()).update('\n').update(raw).digest('hex')}`;
   if (typeof p.event_type === 'string') {
     const data = (p.data ?? {}) as Record<string, unknown>;
     const eventType = str(p.event_type, 64);
@@ -98,16 +102,33 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     throw new HttpError(401, 'WEBHOOK_UNAUTHORIZED', 'the webhook credential or signature is missing or invalid');
   }
 
-  app.post<{ Params: { documentId: string }; Querystring: { token?: string } }>('/v1/webhooks/llamaparse/:documentId', async (request, reply) => {
+  type Route = { Params: { documentId: string }; Querystring: { token?: string } };
+  const tokenOf = (request: FastifyRequest<Route>) => {
+    const header = request.headers[WEBHOOK_TOKEN_HEADER];
+    return (typeof header === 'string' ? header : undefined) ?? request.query.token;
+  };
+
+  app.post<Route>('/v1/webhooks/llamaparse/:documentId', {
+    // The credential needs no body: check it before reading one, so an unauthenticated caller
+    // cannot make the service buffer and parse 10 MB. Only a request that carries an
+    // LC-Signature (verifiable only over the body) is read without a valid credential.
+    onRequest: async (request) => {
+      const { documentId } = request.params;
+      const token = tokenOf(request);
+      request.webhookCredential = options.secret && UUID.test(documentId) ? verifyWebhookCredential(options.secret, PROVIDER, documentId, token) : null;
+      if (!request.webhookCredential && !(options.signingSecret && request.headers['lc-signature'] !== undefined)) {
+        reject(request, documentId, token ? 'bad_credential' : 'missing');
+      }
+    },
+  }, async (request, reply) => {
     const { documentId } = request.params;
     const raw = request.rawBody ?? Buffer.alloc(0);
-    const delivery = readDelivery(request.body, raw, request.headers['x-webhook-event-id'] as string | undefined);
+    const delivery = readDelivery(request.body, raw, request.headers['x-webhook-event-id'] as string | undefined, documentId);
 
     // Authentication: the per-document credential (header, or ?token= for the legacy form whose
     // URL is all we control), or LC-Signature. A signature that is present must verify.
-    const tokenHeader = request.headers[WEBHOOK_TOKEN_HEADER];
-    const token = (typeof tokenHeader === 'string' ? tokenHeader : undefined) ?? request.query.token;
-    const credential = options.secret && UUID.test(documentId) ? verifyWebhookCredential(options.secret, PROVIDER, documentId, token) : null;
+    const token = tokenOf(request);
+    const credential = request.webhookCredential ?? null;
     const signature = request.headers['lc-signature'] as string | undefined;
     let signed = false;
     if (options.signingSecret && (signature !== undefined || delivery.kind === 'event')) {
