@@ -13,12 +13,15 @@ export interface DbOptions {
   applicationName?: string;
 }
 
+/** Whether prepared statements work over `url`: not through Supavisor's transaction mode (port 6543). */
+export function canPrepare(url: string): boolean {
+  return new URL(url).port !== '6543';
+}
+
 export function createSql(url: string, options: DbOptions = {}): Sql {
-  const parsed = new URL(url);
-  const transactionPooler = parsed.port === '6543';
   return postgres(url, {
     max: options.max ?? 10,
-    prepare: options.prepare ?? !transactionPooler,
+    prepare: options.prepare ?? canPrepare(url),
     idle_timeout: 60,
     connect_timeout: 10,
     onnotice: () => {},

@@ -62,6 +62,8 @@ export async function appendToStream(
   expectedVersion: number,
   events: readonly NewEvent[],
   metadata: EventMetadata,
+  /** The caller read the stream at `expectedVersion` in this transaction: skip the check that it exists. */
+  options: { versionRead?: boolean } = {},
 ): Promise<RecordedEvent[]> {
   if (events.length === 0) return [];
   const rows = events.map((event, i) => ({
@@ -76,7 +78,7 @@ export async function appendToStream(
     // A caller whose expected version is ahead of the stream is refused before anything is
     // written (rows are never deleted, so the check cannot go stale). A stream that moved on
     // meanwhile fails the insert at version expected+1 on the unique constraint.
-    if (expectedVersion > 0) {
+    if (expectedVersion > 0 && !options.versionRead) {
       const [prev] = await tx`select 1 from docpipe.events where stream_id = ${streamId} and stream_version = ${expectedVersion}`;
       if (!prev) throw new ConcurrencyError(streamId, expectedVersion);
     }
@@ -88,6 +90,61 @@ export async function appendToStream(
     if (isUniqueViolation(err, 'events_stream_version_unique')) throw new ConcurrencyError(streamId, expectedVersion);
     throw err;
   }
+}
+
+export interface StreamAppend {
+  streamId: string;
+  /** The version the caller read in this transaction (appends share the stream's read). */
+  expectedVersion: number;
+  events: readonly NewEvent[];
+  metadata: EventMetadata;
+}
+
+/**
+ * Appends to several streams in one statement, for callers that read those streams in this
+ * transaction (executeBatchIn). Two appends to one stream must come in order, the second
+ * expecting the first's last version. A conflict with any other writer fails the whole
+ * statement with ConcurrencyError (the unique constraint), and the caller's transaction with it.
+ * Returns the recorded events of each append, in the order given.
+ */
+export async function appendToStreams(tx: Db, appends: readonly StreamAppend[]): Promise<RecordedEvent[][]> {
+  const rows = appends.flatMap((a) =>
+    a.events.map((event, i) => ({
+      stream_id: a.streamId,
+      stream_version: a.expectedVersion + i + 1,
+      type: event.type,
+      type_version: EVENT_VERSIONS[event.type],
+      data: event.data,
+      metadata: a.metadata,
+    })),
+  );
+  if (rows.length === 0) return appends.map(() => []);
+  let inserted: EventRow[];
+  try {
+    inserted = await tx<EventRow[]>`
+      insert into docpipe.events ${tx(rows as never, 'stream_id', 'stream_version', 'type', 'type_version', 'data', 'metadata')}
+      returning ${tx.unsafe(COLUMNS)}`;
+  } catch (err) {
+    if (isUniqueViolation(err, 'events_stream_version_unique')) {
+      const first = appends.find((a) => a.events.length > 0)!;
+      throw new ConcurrencyError(first.streamId, first.expectedVersion);
+    }
+    throw err;
+  }
+  // RETURNING's order is not promised: match rows back by (stream, version).
+  const byKey = new Map(inserted.map((row) => [`${row.stream_id}:${row.stream_version}`, toRecorded(row)]));
+  return appends.map((a) => a.events.map((_, i) => byKey.get(`${a.streamId}:${a.expectedVersion + i + 1}`)!));
+}
+
+/** The events of several streams, each in version order. */
+export async function readStreams(db: Db, streamIds: readonly string[]): Promise<Map<string, RecordedEvent[]>> {
+  const streams = new Map<string, RecordedEvent[]>(streamIds.map((id) => [id, []]));
+  if (streamIds.length === 0) return streams;
+  const rows = await db<EventRow[]>`
+    select ${db.unsafe(COLUMNS)} from docpipe.events
+    where stream_id = any(${streamIds as string[]}::uuid[]) order by stream_id, stream_version`;
+  for (const row of rows) streams.get(row.stream_id)?.push(toRecorded(row));
+  return streams;
 }
 
 export async function readStream(db: Db, streamId: string): Promise<RecordedEvent[]> {

@@ -6,7 +6,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config.ts';
-import { createSql, type Sql } from '../db/client.ts';
+import { canPrepare, createSql, type Sql } from '../db/client.ts';
 import { startEmbeddedPostgres, type EmbeddedPg } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
 import type { CommandContext } from '../documents/commands.ts';
@@ -92,7 +92,7 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
       database,
       sql,
       boss,
-      ctx: { sql, jobs: bossJobSender(boss) },
+      ctx: { sql, jobs: bossJobSender(boss, { prepare: canPrepare(database.url) }) },
       providers,
       readiness,
       async close() {

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import { createSql, type Sql } from '../../src/db/client.ts';
 import type { EventMetadata, NewEvent, RecordedEvent } from '../../src/events/catalog.ts';
-import { appendToStream, ConcurrencyError, readAll, readStream } from '../../src/events/store.ts';
+import { appendToStream, appendToStreams, ConcurrencyError, readAll, readStream, readStreams } from '../../src/events/store.ts';
 import { createDatabase, type TestDatabase } from '../helpers/db.ts';
 
 // At the top level: createDatabase registers its drop with the file's after().
@@ -264,3 +264,49 @@ async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+describe('appendToStreams (batched appends)', () => {
+  test('appends to several streams in one statement and returns each append its events', async () => {
+    const a = randomUUID();
+    const b = randomUUID();
+    await append(a, 0, [uploaded]);
+    const [ra, rb, ra2] = await sql.begin((tx) =>
+      appendToStreams(tx, [
+        { streamId: a, expectedVersion: 1, events: [parseStarted(1)], metadata: meta() },
+        { streamId: b, expectedVersion: 0, events: [uploaded, parseStarted(1)], metadata: meta({ actor: 'worker' }) },
+        { streamId: a, expectedVersion: 2, events: [parseStarted(2)], metadata: meta() },
+      ]),
+    );
+    assert.deepEqual(ra!.map((e) => [e.streamId, e.streamVersion]), [[a, 2]]);
+    assert.deepEqual(rb!.map((e) => [e.streamId, e.streamVersion, e.metadata.actor]), [[b, 1, 'worker'], [b, 2, 'worker']]);
+    assert.deepEqual(ra2!.map((e) => [e.streamId, e.streamVersion]), [[a, 3]]);
+    assert.deepEqual(await versions(a), [1, 2, 3]);
+  });
+
+  test('a stream that moved on fails the whole batch with ConcurrencyError, writing nothing', async () => {
+    const a = randomUUID();
+    const b = randomUUID();
+    await append(a, 0, [uploaded]);
+    await append(a, 1, [parseStarted(1)], meta(), other); // another writer, after our read at version 1
+    await assert.rejects(
+      sql.begin((tx) =>
+        appendToStreams(tx, [
+          { streamId: b, expectedVersion: 0, events: [uploaded], metadata: meta() },
+          { streamId: a, expectedVersion: 1, events: [parseStarted(2)], metadata: meta() },
+        ]),
+      ),
+      ConcurrencyError,
+    );
+    assert.deepEqual(await versions(b), []);
+    assert.deepEqual(await versions(a), [1, 2]);
+  });
+
+  test('readStreams returns every stream in version order, empty for unknown ones', async () => {
+    const a = randomUUID();
+    await append(a, 0, [uploaded, parseStarted(1)]);
+    const unknown = randomUUID();
+    const streams = await readStreams(sql, [a, unknown]);
+    assert.deepEqual(streams.get(a)!.map((e) => e.streamVersion), [1, 2]);
+    assert.deepEqual(streams.get(unknown), []);
+  });
+});

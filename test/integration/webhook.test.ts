@@ -113,6 +113,39 @@ describe('POST /v1/webhooks/llamaparse/:documentId', () => {
     assert.equal((await eventTypes(id)).filter((t) => t === 'ParserCallbackReceived').length, 1);
   });
 
+  test('a burst of mixed deliveries (batched together) gets one right answer each', async () => {
+    const docs = await Promise.all(Array.from({ length: 12 }, () => parsingDocument()));
+    const early = randomUUID();
+    const ctx = stack.runtime.ctx;
+    await execute(ctx, early, { type: 'Upload', ownerId: 'user-a', fileName: 'a.pdf', mediaType: 'application/pdf', size: 10, sha256: 'ab'.repeat(32), storageKey: `documents/${early}/original`, idempotencyKey: null }, meta);
+    await execute(ctx, early, { type: 'StartParse', run: 1, parser: 'llamaparse' }, meta);
+    const unknown = randomUUID();
+    const sameDoc = docs[0]!;
+    const dup = eventBody(docs[1]!.jobId);
+    const sends = [
+      ...docs.map((d) => send(d.id, eventBody(d.jobId)).then((r) => ['fresh', r] as const)),
+      send(sameDoc.id, eventBody(sameDoc.jobId, 'parse.error')).then((r) => ['second terminal', r] as const),
+      send(docs[1]!.id, dup).then((r) => ['dup a', r] as const),
+      send(docs[1]!.id, dup).then((r) => ['dup b', r] as const),
+      send(unknown, eventBody(randomUUID())).then((r) => ['unknown', r] as const),
+      send(early, eventBody(randomUUID())).then((r) => ['early', r] as const),
+      send(docs[2]!.id, eventBody(randomUUID())).then((r) => ['stale job', r] as const),
+    ];
+    const answers = await Promise.all(sends);
+    const of = (label: string) => answers.filter(([l]) => l === label).map(([, r]) => r);
+    assert.equal(of('unknown')[0]!.status, 404);
+    assert.equal(of('early')[0]!.status, 409);
+    assert.equal(of('stale job')[0]!.json.outcome, 'ignored');
+    // The two copies of one event id: exactly one is a duplicate (the other appended, or was
+    // ignored because the document's fresh delivery came first).
+    const copies = [...of('dup a'), ...of('dup b')].map((r) => r.json.outcome);
+    assert.equal(copies.filter((o) => o === 'duplicate').length, 1, JSON.stringify(copies));
+    assert.ok(answers.every(([, r]) => [200, 404, 409].includes(r.status)), JSON.stringify(answers.map(([l, r]) => [l, r.status])));
+    for (const d of docs) assert.equal((await eventTypes(d.id)).filter((t) => t === 'ParserCallbackReceived').length, 1, d.id);
+    assert.equal((await eventTypes(early)).length, 2);
+    assert.equal((await stack.db.sql`select 1 from docpipe.webhook_deliveries where document_id in (${unknown}, ${early})`).length, 0);
+  });
+
   test('out of order: a second terminal event or a late parse.running appends nothing', async () => {
     const { id, jobId } = await parsingDocument();
     assert.equal((await send(id, eventBody(jobId, 'parse.success'))).json.outcome, 'appended');

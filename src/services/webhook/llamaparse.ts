@@ -8,8 +8,9 @@
 // result form `{txt, md, json, images}` that names no job (the document's current job is meant;
 // its result is fetched like any other, the bytes in the body are not trusted).
 import { createHash } from 'node:crypto';
-import { executeIn, countAppended, type CommandContext } from '../../documents/commands.ts';
-import { DomainError } from '../../documents/document.ts';
+import { countAppended, executeBatchIn, type CommandContext } from '../../documents/commands.ts';
+import type { EventMetadata } from '../../events/catalog.ts';
+import { createBatcher } from '../../util/batcher.ts';
 import { ConcurrencyError } from '../../events/store.ts';
 import { webhookAuthFailures, webhookDeliveries } from '../../observability/metrics.ts';
 import { WEBHOOK_TOKEN_HEADER, verifyLcSignature, verifyWebhookCredential } from '../../security/webhook-auth.ts';
@@ -33,8 +34,6 @@ export interface LlamaParseWebhookOptions {
 type Delivery =
   | { kind: 'event'; eventId: string; eventType: string; jobId: string | null }
   | { kind: 'legacy'; eventId: string; eventType: 'legacy.result'; jobId: null };
-
-export type WebhookOutcome = 'appended' | 'duplicate' | 'ignored';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -80,8 +79,112 @@ function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefi
   throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'expected a LlamaParse event {event_id, event_type, data} or a legacy result {txt, md, json, images}');
 }
 
+interface PendingDelivery {
+  documentId: string;
+  delivery: Delivery;
+  run: number | null;
+  metadata: EventMetadata;
+}
+
+type Recorded =
+  | { outcome: 'appended' | 'duplicate' | 'unknown_document' | 'busy' }
+  | { outcome: 'ignored' | 'early'; reason: string };
+
+/**
+ * Records deliveries in batches (see util/batcher.ts): per batch one transaction claims every
+ * event id in webhook_deliveries (a redelivery finds its id taken and appends nothing), runs
+ * the claimed commands with executeBatchIn, and forgets the claims of unknown documents and of
+ * deliveries that came too early (so their redelivery is not a duplicate). A concurrent append
+ * by a worker aborts a batch; its deliveries are then recorded one by one, retried briefly.
+ */
+function createDeliveryRecorder(ctx: CommandContext) {
+  async function once(items: PendingDelivery[]): Promise<Recorded[]> {
+    // Copies of one event id within the batch: the first one stands for all.
+    const first = new Map<string, number>();
+    items.forEach((it, i) => first.has(it.delivery.eventId) || first.set(it.delivery.eventId, i));
+    const unique = [...first.values()].map((i) => items[i]!);
+    const results = await ctx.sql.begin(async (tx) => {
+      const claimedRows = await tx<{ event_id: string }[]>`
+        insert into docpipe.webhook_deliveries ${tx(
+          unique.map((u) => ({
+            provider: PROVIDER,
+            event_id: u.delivery.eventId,
+            document_id: u.documentId,
+            provider_job_id: u.delivery.jobId,
+            event_type: u.delivery.eventType,
+            outcome: 'appended',
+          })) as never,
+          'provider', 'event_id', 'document_id', 'provider_job_id', 'event_type', 'outcome',
+        )}
+        on conflict do nothing returning event_id`;
+      const claimed = new Set(claimedRows.map((r) => r.event_id));
+      const run = unique.filter((u) => claimed.has(u.delivery.eventId));
+      const outcomes = await executeBatchIn(tx, ctx, run.map((u) => ({
+        documentId: u.documentId,
+        command: { type: 'RecordParserCallback', providerJobId: u.delivery.jobId, run: u.run, eventId: u.delivery.eventId, eventType: u.delivery.eventType },
+        metadata: u.metadata,
+      })));
+      const byEvent = new Map<string, Recorded>();
+      const forget: string[] = [];
+      const ignored: string[] = [];
+      run.forEach((u, i) => {
+        const o = outcomes[i]!;
+        const id = u.delivery.eventId;
+        if (o.ok) {
+          countAppended(o.events);
+          byEvent.set(id, { outcome: 'appended' });
+        } else if (o.error.code === 'DOCUMENT_NOT_FOUND') {
+          forget.push(id);
+          byEvent.set(id, { outcome: 'unknown_document' });
+        } else if (o.error.code === 'PROVIDER_JOB_NOT_RECORDED') {
+          forget.push(id);
+          byEvent.set(id, { outcome: 'early', reason: o.error.message });
+        } else {
+          ignored.push(id);
+          byEvent.set(id, { outcome: 'ignored', reason: o.error.message });
+        }
+      });
+      await Promise.all([
+        forget.length > 0 ? tx`delete from docpipe.webhook_deliveries where provider = ${PROVIDER} and event_id = any(${forget})` : undefined,
+        ignored.length > 0 ? tx`update docpipe.webhook_deliveries set outcome = 'ignored' where provider = ${PROVIDER} and event_id = any(${ignored})` : undefined,
+      ]);
+      return byEvent;
+    });
+    return items.map((it, i) => {
+      const r = results.get(it.delivery.eventId) ?? { outcome: 'duplicate' as const };
+      // A later copy within the batch is a duplicate of a claimed delivery (appended or ignored);
+      // a delivery that was not kept (unknown document, too early) gives its copies its answer.
+      const kept = r.outcome === 'appended' || r.outcome === 'ignored';
+      return first.get(it.delivery.eventId) !== i && kept ? { outcome: 'duplicate' as const } : r;
+    });
+  }
+
+  return createBatcher<PendingDelivery, Recorded>(async (items) => {
+    try {
+      return await once(items);
+    } catch (err) {
+      if (!(err instanceof ConcurrencyError)) throw err;
+    }
+    const results: Recorded[] = [];
+    for (const item of items) {
+      let recorded: Recorded = { outcome: 'busy' };
+      for (let attempt = 1; attempt <= 4; attempt++) {
+        try {
+          recorded = (await once([item]))[0]!;
+          break;
+        } catch (err) {
+          if (!(err instanceof ConcurrencyError)) throw err;
+        }
+      }
+      results.push(recorded);
+    }
+    return results;
+  }, { maxBatch: 64 });
+}
+
 export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOptions): void {
   const { ctx } = options;
+  const recorder = createDeliveryRecorder(ctx);
 
   // Keep the raw bytes: LC-Signature is an HMAC over exactly what was sent.
   // JSON only: LlamaCloud sends application/json, and only that parser keeps the raw bytes.
@@ -145,53 +248,30 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
       return reply.send({ outcome: 'ignored' });
     }
 
-    const meta = { correlationId: request.id, causationId: delivery.eventId, actor: `webhook:${PROVIDER}`, requestId: request.id };
-    let outcome: WebhookOutcome | undefined;
-    for (let attempt = 1; outcome === undefined; attempt++) {
-      try {
-        outcome = await ctx.sql.begin(async (tx) => {
-          const claimed = await tx`
-            insert into docpipe.webhook_deliveries (provider, event_id, document_id, provider_job_id, event_type, outcome)
-            values (${PROVIDER}, ${delivery.eventId}, ${documentId}, ${delivery.jobId}, ${delivery.eventType}, 'appended')
-            on conflict do nothing returning 1`;
-          if (claimed.length === 0) return 'duplicate' as const;
-          try {
-            const result = await executeIn(tx, ctx, documentId, {
-              type: 'RecordParserCallback',
-              providerJobId: delivery.jobId,
-              run: credential?.run ?? null,
-              eventId: delivery.eventId,
-              eventType: delivery.eventType,
-            }, meta);
-            countAppended(result.events);
-            return 'appended' as const;
-          } catch (err) {
-            if (!(err instanceof DomainError)) throw err;
-            // Nothing was written but the delivery row: an unknown document keeps none, and an
-            // early delivery must not count as seen when the provider sends it again.
-            if (err.code === 'DOCUMENT_NOT_FOUND' || err.code === 'PROVIDER_JOB_NOT_RECORDED') throw err;
-            await tx`update docpipe.webhook_deliveries set outcome = 'ignored' where provider = ${PROVIDER} and event_id = ${delivery.eventId}`;
-            request.log.info({ documentId, providerJobId: delivery.jobId, eventType: delivery.eventType, reason: err.message }, 'webhook ignored');
-            return 'ignored' as const;
-          }
-        });
-      } catch (err) {
-        if (err instanceof DomainError && err.code === 'DOCUMENT_NOT_FOUND') {
-          webhookDeliveries.inc({ provider: PROVIDER, outcome: 'unknown_document' });
-          throw notFound();
-        }
-        if (err instanceof DomainError && err.code === 'PROVIDER_JOB_NOT_RECORDED') {
-          // Any non-2xx makes LlamaCloud deliver again (after 1 s, then 2 s).
-          webhookDeliveries.inc({ provider: PROVIDER, outcome: 'early' });
-          request.log.info({ documentId, providerJobId: delivery.jobId }, 'webhook arrived before the job was recorded; asking for a redelivery');
-          throw new HttpError(409, 'PROVIDER_JOB_NOT_RECORDED', err.message, { 'retry-after': '1' });
-        }
-        // A worker appended to the same stream at the same moment: read again and retry.
-        if (err instanceof ConcurrencyError && attempt < 4) continue;
-        if (err instanceof ConcurrencyError) throw new HttpError(503, 'BUSY', 'the document is changing; retry', { 'retry-after': '1' });
-        throw err;
-      }
+    const result = await recorder.submit({
+      documentId,
+      delivery,
+      run: credential?.run ?? null,
+      metadata: { correlationId: request.id, causationId: delivery.eventId, actor: `webhook:${PROVIDER}`, requestId: request.id },
+    });
+    switch (result.outcome) {
+      case 'unknown_document':
+        webhookDeliveries.inc({ provider: PROVIDER, outcome: 'unknown_document' });
+        throw notFound();
+      case 'early':
+        // Any non-2xx makes LlamaCloud deliver again (after 1 s, then 2 s).
+        webhookDeliveries.inc({ provider: PROVIDER, outcome: 'early' });
+        request.log.info({ documentId, providerJobId: delivery.jobId }, 'webhook arrived before the job was recorded; asking for a redelivery');
+        throw new HttpError(409, 'PROVIDER_JOB_NOT_RECORDED', result.reason, { 'retry-after': '1' });
+      case 'busy':
+        throw new HttpError(503, 'BUSY', 'the document is changing; retry', { 'retry-after': '1' });
+      case 'ignored':
+        request.log.info({ documentId, providerJobId: delivery.jobId, eventType: delivery.eventType, reason: result.reason }, 'webhook ignored');
+        break;
+      default:
+        break;
     }
+    const outcome = result.outcome;
     webhookDeliveries.inc({ provider: PROVIDER, outcome });
     return reply.send({ outcome });
   });
