@@ -109,6 +109,13 @@ export interface BatchItem {
 
 export type BatchOutcome = { ok: true; state: DocumentState; events: RecordedEvent[] } | { ok: false; error: DomainError };
 
+export interface BatchOptions {
+  /** Resolved together with the reads (one round trip): which items run. The others are skipped (null). */
+  include?: Promise<boolean[]>;
+  /** Writes that depend on the outcomes, sent together with the projection and the jobs. */
+  afterDecide?(outcomes: readonly (BatchOutcome | null)[]): Promise<unknown> | undefined;
+}
+
 /**
  * executeIn for many commands at once, inside `tx`: one read of all their streams and status
  * rows, one append, one projection write and one enqueue per queue, whatever the count. This is
@@ -117,12 +124,13 @@ export type BatchOutcome = { ok: true; state: DocumentState; events: RecordedEve
  * refused command is that item's outcome (the others go on); a ConcurrencyError (a writer
  * outside the batch) aborts the whole batch, and the caller runs the items one by one instead.
  */
-export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonly BatchItem[]): Promise<BatchOutcome[]> {
+export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonly BatchItem[], options: BatchOptions = {}): Promise<(BatchOutcome | null)[]> {
   const ids = [...new Set(items.map((i) => i.documentId))];
-  const [streams, priors] = await Promise.all([readStreams(tx, ids), readStatusRows(tx, ids)]);
+  const [streams, priors, include] = await Promise.all([readStreams(tx, ids), readStatusRows(tx, ids), options.include]);
   const states = new Map(ids.map((id) => [id, foldDocument(streams.get(id) ?? [])]));
   const appends: (StreamAppend & { item: number })[] = [];
   const outcomes: (BatchOutcome | null)[] = items.map((item, index) => {
+    if (include && !include[index]) return null;
     const before = states.get(item.documentId)!;
     try {
       const events = decide(item.command, before);
@@ -135,15 +143,19 @@ export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonl
     }
   });
   const recorded = await appendToStreams(tx, appends);
-  const all = recorded.flat();
-  const jobs = jobsFor(all);
-  await Promise.all([projectInlineMany(tx, priors, all), jobs.length > 0 ? ctx.jobs.send(tx, jobs) : undefined]);
   appends.forEach((a, i) => {
+    // With several items of one document, each outcome's state is the document after the whole
+    // batch, which is what the caller can observe anyway.
     outcomes[a.item] = { ok: true, state: states.get(a.streamId)!, events: recorded[i]! };
   });
-  // A later item of the same document changed `states` after an earlier one: each outcome's
-  // state is the document after the whole batch, which is what the caller can observe anyway.
-  return outcomes as BatchOutcome[];
+  const all = recorded.flat();
+  const jobs = jobsFor(all);
+  await Promise.all([
+    projectInlineMany(tx, priors, all),
+    jobs.length > 0 ? ctx.jobs.send(tx, jobs) : undefined,
+    options.afterDecide?.(outcomes),
+  ]);
+  return outcomes;
 }
 
 /** Runs `command` in a transaction of its own. DomainError and ConcurrencyError leave nothing behind. */
