@@ -29,6 +29,7 @@ export interface Config {
     secret: string | undefined;
     /** LlamaCloud's `webhook_signing_secret`: when set, `LC-Signature` is verified too. */
     llamaparseSigningSecret: string | undefined;
+    deliveryRetentionDays: number;
   };
   uploads: {
     /** Base URL clients use to reach the API (signed fs upload URLs point here). */
@@ -191,6 +192,7 @@ export const SPEC: VarSpec[] = [
   { name: 'LLAMAPARSE_TIMEOUT_SECONDS', default: '120', description: 'Timeout of one LlamaCloud HTTP request (the upload included).', parse: int(1, 3600) },
   { name: 'WEBHOOK_PUBLIC_URL', default: undefined, description: 'Base URL at which LlamaCloud reaches the webhook service (https://<app>.fly.dev). Unset: no webhooks, polling only.', parse: httpUrl },
   { name: 'WEBHOOK_SECRET', default: undefined, description: 'HMAC key (>= 32 chars) of the per-document webhook credentials. Required with WEBHOOK_PUBLIC_URL. A Fly secret.', parse: secret },
+  { name: 'WEBHOOK_DELIVERY_RETENTION_DAYS', default: '7', description: 'Webhook delivery ids (de-duplication) are kept this long, then removed by the worker\'s maintenance job.', parse: int(1, 3650) },
   { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'LlamaCloud webhook_signing_secret: when set, LC-Signature is required and verified as well.', parse: text },
   { name: 'DOCPIPE_EMBEDDER', default: 'local', description: 'Embedder adapter: local (lexical feature hashing, not semantic) or openai.', parse: oneOf('local', 'openai') },
   { name: 'EMBEDDING_DIMENSIONS', default: '512', description: 'Vector dimensions (openai: the `dimensions` parameter of text-embedding-3 models).', parse: int(8, 4096) },
@@ -300,7 +302,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             maxRateLimitWaitSeconds: get('OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS'),
           }
         : { kind: 'local', dimensions: get('EMBEDDING_DIMENSIONS') },
-    webhook: { publicUrl: get('WEBHOOK_PUBLIC_URL'), secret: get('WEBHOOK_SECRET'), llamaparseSigningSecret: get('LLAMAPARSE_WEBHOOK_SIGNING_SECRET') },
+    webhook: {
+      publicUrl: get('WEBHOOK_PUBLIC_URL'),
+      secret: get('WEBHOOK_SECRET'),
+      llamaparseSigningSecret: get('LLAMAPARSE_WEBHOOK_SIGNING_SECRET'),
+      deliveryRetentionDays: get('WEBHOOK_DELIVERY_RETENTION_DAYS'),
+    },
     uploads: {
       publicApiUrl: get<string | undefined>('PUBLIC_API_URL') ?? `http://${urlHost(get('HOST'))}:${get<number>('API_PORT')}`,
       directMaxBytes: get('DIRECT_UPLOAD_MAX_BYTES'),

@@ -49,6 +49,8 @@ export function queueDefinitions(settings: QueueSettings): Queue[] {
     { name: QUEUES.parseResult, ...stage },
     { name: QUEUES.embed, ...stage },
     { name: QUEUES.purge, retryLimit: 10, retryDelay: 5, retryBackoff: true, retryDelayMax: 600, notify: true },
+    // One run at a time across every worker; a missed or failed run is simply the next one.
+    { name: QUEUES.maintenance, policy: 'singleton', retryLimit: 1, retryDelay: 60, expireInSeconds: 15 * 60 },
   ];
 }
 

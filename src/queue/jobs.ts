@@ -17,6 +17,8 @@ export const QUEUES = {
   purge: 'docpipe-purge',
   /** Stage jobs that exhausted their retries land here; the handler records DocumentFailed. */
   deadLetter: 'docpipe-dead-letter',
+  /** Housekeeping on a schedule (documents/maintenance.ts). */
+  maintenance: 'docpipe-maintenance',
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];

@@ -18,7 +18,7 @@ const stack: TestStack = await startStack({ worker: false, env: { WEBHOOK_SECRET
 // A second webhook service over the same database, configured with LlamaCloud's signing secret.
 const signedApp = buildWebhookApp({
   ctx: stack.runtime.ctx,
-  config: { webhook: { publicUrl: undefined, secret: SECRET, llamaparseSigningSecret: SIGNING } },
+  config: { webhook: { publicUrl: undefined, secret: SECRET, llamaparseSigningSecret: SIGNING, deliveryRetentionDays: 7 } },
   logger: stack.runtime.logger,
 });
 const signedUrl = await signedApp.listen({ host: '127.0.0.1', port: 0 });

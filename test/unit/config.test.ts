@@ -44,7 +44,7 @@ describe('loadConfig', () => {
       storage: { kind: 'fs', dir: path.join(dataDir, 'files') },
       parser: { kind: 'local' },
       embedder: { kind: 'local', dimensions: 512 },
-      webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined },
+      webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined, deliveryRetentionDays: 7 },
       uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 100 * 1024 * 1024, urlTtlSeconds: 7200 },
       chunking: { maxTokens: 512, overlapTokens: 64 },
       embedBatchSize: 64,

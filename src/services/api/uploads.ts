@@ -175,7 +175,13 @@ export async function registerDirectUpload(
       idempotencyKey: null,
     }, meta);
   });
-  if (!result) return { replay: true, id, status: 'uploaded', run: 1 };
+  if (!result) {
+    // Claimed meanwhile: by a concurrent registration (answer as a replay) or by the sweeper.
+    const [row] = await ctx.sql<{ status: string; run: number }[]>`
+      select status, run from docpipe.document_status where id = ${id} and owner_id = ${principal.sub} and status <> 'deleted'`;
+    if (row) return { replay: true, id, status: row.status, run: row.run };
+    throw new HttpError(410, 'UPLOAD_EXPIRED', 'the reservation expired before it was registered; reserve a new upload');
+  }
   countAppended(result.events);
   log.info({ documentId: id, size, mediaType }, 'direct upload registered');
   return { replay: false, id, status: 'uploaded', run: 1 };

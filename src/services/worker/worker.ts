@@ -4,6 +4,7 @@ import type { Job, JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
+import { runMaintenance } from '../../documents/maintenance.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
 import type { Providers } from '../../providers/index.ts';
@@ -21,6 +22,8 @@ export interface RunningWorker {
   /** Stops fetching; in-flight jobs finish (pg-boss's graceful stop waits for them). */
   stop(): Promise<void>;
 }
+
+const MAINTENANCE_CRON = '*/15 * * * *';
 
 const STAGE_OF: Partial<Record<string, 'parse' | 'embed'>> = { [QUEUES.parse]: 'parse', [QUEUES.parseResult]: 'parse', [QUEUES.embed]: 'embed' };
 
@@ -66,6 +69,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   await stage(QUEUES.parseResult, (data, l) => runParseResult(pipeline, data, l));
   await stage(QUEUES.embed, (data, l) => runEmbedStage(pipeline, data, l));
   await stage(QUEUES.purge, (data) => runPurge(pipeline, data));
+  await deps.boss.work(QUEUES.maintenance, options, async ([job]) =>
+    run(QUEUES.maintenance, job! as Job<JobData>, async (l) => {
+      await runMaintenance({ sql: deps.ctx.sql, storage: deps.providers.storage, webhookRetentionDays: deps.config.webhook.deliveryRetentionDays }, l);
+      return 'done';
+    }),
+  );
+  // Stored in the database and fired once per slot across every worker (pg-boss's cron).
+  await deps.boss.schedule(QUEUES.maintenance, MAINTENANCE_CRON);
   await deps.boss.work(QUEUES.deadLetter, { ...options, includeMetadata: true as const }, async ([job]: JobWithMetadata<JobData>[]) =>
     run(QUEUES.deadLetter, job!, async (l) => {
       const source = STAGE_OF[job!.sourceName ?? ''] ?? null;

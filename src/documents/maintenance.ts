@@ -1,0 +1,56 @@
+// Housekeeping, run by the worker on a pg-boss schedule (every 15 minutes, once across all
+// workers): forget old webhook deliveries (their ids only matter while a provider may still
+// redeliver), and remove direct-upload reservations that were never registered, with whatever
+// the client uploaded for them.
+import type { Sql } from '../db/client.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Storage } from '../providers/types.ts';
+import { documentPrefix } from './pipeline.ts';
+
+export interface MaintenanceDeps {
+  sql: Sql;
+  storage: Storage;
+  /** Webhook delivery ids are kept this long (LlamaCloud redelivers within seconds). */
+  webhookRetentionDays: number;
+}
+
+/** A registration that began just before its reservation expired still finishes first. */
+const EXPIRY_GRACE = '1 hour';
+const BATCH = 500;
+
+export interface MaintenanceReport {
+  webhookDeliveriesDeleted: number;
+  expiredUploadsRemoved: number;
+}
+
+export async function runMaintenance(deps: MaintenanceDeps, log: Logger): Promise<MaintenanceReport> {
+  const { sql } = deps;
+  const report: MaintenanceReport = { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0 };
+
+  // Bounded batches: a long backlog never becomes one huge transaction.
+  for (;;) {
+    const deleted = await sql`
+      delete from docpipe.webhook_deliveries where (provider, event_id) in (
+        select provider, event_id from docpipe.webhook_deliveries
+        where received_at < now() - make_interval(days => ${deps.webhookRetentionDays})
+        limit ${BATCH * 10})`;
+    report.webhookDeliveriesDeleted += deleted.count;
+    if (deleted.count < BATCH * 10) break;
+  }
+
+  for (;;) {
+    const expired = await sql<{ document_id: string }[]>`
+      select document_id from docpipe.pending_uploads
+      where expires_at < now() - ${EXPIRY_GRACE}::interval
+      order by expires_at limit ${BATCH}`;
+    for (const { document_id: id } of expired) {
+      // Files first: if this fails, the row stays and the next run tries again.
+      await deps.storage.deletePrefix(documentPrefix(id));
+      await sql`delete from docpipe.pending_uploads where document_id = ${id} and expires_at < now() - ${EXPIRY_GRACE}::interval`;
+      report.expiredUploadsRemoved++;
+    }
+    if (expired.length < BATCH) break;
+  }
+  if (report.webhookDeliveriesDeleted + report.expiredUploadsRemoved > 0) log.info(report, 'maintenance done');
+  return report;
+}
