@@ -75,6 +75,12 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
     const jwt = await jwtSettings(config);
     const signingKey = uploadSigningKey(jwt);
     const providers = createProviders(config, { sql, logger, uploadSigningKey: signingKey });
+    // Checked once at start-up, loudly, without blocking it: /readyz keeps failing (so Fly.io
+    // routes no traffic here) until the storage answers, e.g. after `docpipe setup-storage`.
+    await providers.storage.check().then(
+      () => logger.info({ storage: providers.storage.kind }, 'storage is ready'),
+      (err: unknown) => logger.error({ storage: providers.storage.kind, reason: (err as Error).message }, 'storage is not ready; /readyz fails until it is'),
+    );
     const readiness: ReadinessCheck[] = [
       {
         name: 'queue',
