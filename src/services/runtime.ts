@@ -77,7 +77,7 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
     const providers = createProviders(config, { sql, logger, uploadSigningKey: signingKey });
     // Checked once at start-up, loudly, without blocking it: /readyz keeps failing (so Fly.io
     // routes no traffic here) until the storage answers, e.g. after `docpipe setup-storage`.
-    await providers.storage.check().then(
+    void providers.storage.check().then(
       () => logger.info({ storage: providers.storage.kind }, 'storage is ready'),
       (err: unknown) => logger.error({ storage: providers.storage.kind, reason: (err as Error).message }, 'storage is not ready; /readyz fails until it is'),
     );
