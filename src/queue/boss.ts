@@ -79,8 +79,13 @@ export async function startBoss(options: StartBossOptions): Promise<PgBoss> {
   await boss.start();
   for (const queue of queueDefinitions(options.settings)) {
     const existing = await boss.getQueue(queue.name);
-    if (existing) await boss.updateQueue(queue.name, queue);
-    else await boss.createQueue(queue.name, queue);
+    if (existing) {
+      // A queue's policy is fixed at creation; pg-boss refuses it in an update, even unchanged.
+      const { policy: _policy, ...settings } = queue;
+      await boss.updateQueue(queue.name, settings);
+    } else {
+      await boss.createQueue(queue.name, queue);
+    }
   }
   return boss;
 }

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { runMaintenance } from '../../src/documents/maintenance.ts';
 import { createLogger } from '../../src/observability/logger.ts';
+import { startBoss } from '../../src/queue/boss.ts';
 import { QUEUES } from '../../src/queue/jobs.ts';
 import { api, startStack, type TestStack } from '../helpers/stack.ts';
 
@@ -77,4 +78,14 @@ test('a maintenance job sent to the queue is run by the worker', async () => {
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.equal((await sql`select 1 from docpipe.webhook_deliveries where event_id = ${old}`).length, 0);
+});
+
+test('a second process starting pg-boss on the same database (a restart, another region) succeeds', async () => {
+  const again = await startBoss({ url: stack.db.url, settings: stack.config.queue, logger: createLogger('silent'), instanceName: 'second' });
+  try {
+    const queue = await again.getQueue(QUEUES.maintenance);
+    assert.equal(queue?.policy, 'singleton');
+  } finally {
+    await again.stop({ graceful: false, close: true });
+  }
 });
