@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createFsStorage } from '../../src/providers/storage/fs.ts';
 import { createSupabaseStorage } from '../../src/providers/storage/supabase.ts';
@@ -16,6 +17,7 @@ import { InvalidKeyError, ObjectNotFoundError, ObjectTooLargeError, type Storage
 import { registerFsUploadRoute } from '../../src/services/api/storage-upload.ts';
 import { createHttpApp, type App } from '../../src/services/http.ts';
 import { startFakeSupabaseStorage, type FakeSupabaseStorage } from '../fakes/supabase-storage.ts';
+import { chunked } from '../helpers/streams.ts';
 
 interface Harness {
   storage: Storage;
@@ -62,19 +64,6 @@ function pattern(size: number, seed = 7): Buffer {
   return data;
 }
 
-async function* chunked(data: Buffer, size: number): AsyncIterable<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) {
-    yield data.subarray(i, i + size);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const part of stream) parts.push(part as Buffer);
-  return Buffer.concat(parts);
-}
-
 for (const [name, start] of Object.entries(adapters)) {
   describe(`Storage contract: ${name}`, () => {
     let h: Harness;
@@ -99,7 +88,7 @@ for (const [name, start] of Object.entries(adapters)) {
       const data = pattern(300_000);
       const stored = await s.put(key, chunked(data, 16_384), { maxBytes: 1_000_000, contentType: 'application/pdf' });
       assert.deepEqual(stored, { key, size: data.length, sha256: sha256(data) });
-      assert.deepEqual(await readAll(await s.get(key)), data);
+      assert.deepEqual(await buffer(await s.get(key)), data);
     });
 
     test('put accepts a Readable and an empty body', async () => {
@@ -168,7 +157,7 @@ for (const [name, start] of Object.entries(adapters)) {
       await s.put(key, Readable.from([Buffer.from('first version, longer')]));
       const second = await s.put(key, Readable.from([Buffer.from('second')]));
       assert.equal(second.size, 6);
-      assert.deepEqual(await readAll(await s.get(key)), Buffer.from('second'));
+      assert.deepEqual(await buffer(await s.get(key)), Buffer.from('second'));
       assert.deepEqual(await s.stat(key), { size: 6 });
     });
 
@@ -251,12 +240,12 @@ for (const [name, start] of Object.entries(adapters)) {
       const first = await fetch(upload.url, { method: upload.method, headers: upload.headers, body: data, signal: AbortSignal.timeout(30_000) });
       assert.equal(first.status, 200, await first.clone().text());
       await first.arrayBuffer();
-      assert.deepEqual(await readAll(await s.get(key)), data);
+      assert.deepEqual(await buffer(await s.get(key)), data);
 
       const second = await fetch(upload.url, { method: upload.method, headers: upload.headers, body: Buffer.from('replaced'), signal: AbortSignal.timeout(30_000) });
       assert.ok(second.status >= 400 && second.status < 500, `the second PUT is refused (got ${second.status})`);
       await second.arrayBuffer();
-      assert.deepEqual(await readAll(await s.get(key)), data, 'the first upload stays');
+      assert.deepEqual(await buffer(await s.get(key)), data, 'the first upload stays');
     });
   });
 }

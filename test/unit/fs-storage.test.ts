@@ -5,9 +5,10 @@ import { mkdtemp, readdir, rm, stat, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { text } from 'node:stream/consumers';
+import { buffer, text } from 'node:stream/consumers';
 import { createFsStorage } from '../../src/providers/storage/fs.ts';
 import { InvalidKeyError, ObjectNotFoundError, ObjectTooLargeError, type Storage } from '../../src/providers/types.ts';
+import { chunked } from '../helpers/streams.ts';
 
 let root: string;
 let storage: Storage;
@@ -25,19 +26,6 @@ function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-async function* chunked(data: Buffer, size: number): AsyncIterable<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) {
-    yield data.subarray(i, i + size);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const part of stream) parts.push(part as Buffer);
-  return Buffer.concat(parts);
-}
-
 async function tmpEntries(): Promise<string[]> {
   return readdir(join(root, '.tmp')).catch(() => []);
 }
@@ -47,7 +35,7 @@ test('put then get round-trips bytes with the right sha256 and size', async () =
   for (let i = 0; i < data.length; i++) data[i] = (i * 31 + 7) % 256;
   const stored = await storage.put('documents/0001/original', chunked(data, 16_384), { maxBytes: 1_000_000 });
   assert.deepEqual(stored, { key: 'documents/0001/original', size: data.length, sha256: sha256(data) });
-  assert.deepEqual(await readAll(await storage.get('documents/0001/original')), data);
+  assert.deepEqual(await buffer(await storage.get('documents/0001/original')), data);
   assert.deepEqual(await storage.stat('documents/0001/original'), { size: data.length });
   assert.deepEqual(await storage.head('documents/0001/original', 10), data.subarray(0, 10));
   assert.deepEqual(await storage.head('documents/0001/original', 1_000_000), data);
@@ -134,7 +122,7 @@ test('concurrent puts of one key both succeed and the object is one of them whol
   ]);
   assert.equal(ra.sha256, sha256(a));
   assert.equal(rb.sha256, sha256(b));
-  const final = await readAll(await storage.get('documents/0007/original'));
+  const final = await buffer(await storage.get('documents/0007/original'));
   assert.ok(final.equals(a) || final.equals(b), 'the stored object is exactly one of the bodies');
   assert.deepEqual(await tmpEntries(), []);
 });
