@@ -3,8 +3,8 @@
 // a document goes through here, from the API and from the worker alike.
 import type { Db, Sql } from '../db/client.ts';
 import type { EventMetadata, RecordedEvent } from '../events/catalog.ts';
-import { appendToStream, appendToStreams, readStream, readStreams, type StreamAppend } from '../events/store.ts';
-import { projectInline, projectInlineMany, readStatusRow, readStatusRows, type DocumentStatusRow } from '../projections/document-status.ts';
+import { appendToStreams, readStream, readStreams, type StreamAppend } from '../events/store.ts';
+import { foldStatusRows, readStatusRows, writeStatusRows, type DocumentStatusRow } from '../projections/document-status.ts';
 import { QUEUES, stableJobId, type JobRequest, type JobSender } from '../queue/jobs.ts';
 import { eventsAppended } from '../observability/metrics.ts';
 import { decide, DomainError, foldDocument, type DocumentCommand, type DocumentState } from './document.ts';
@@ -75,7 +75,11 @@ export async function loadDocument(db: Db, documentId: string): Promise<Document
   return foldDocument(await readStream(db, documentId));
 }
 
-/** Runs `command` against document `documentId` inside `tx` (an open transaction). */
+/**
+ * Runs `command` against document `documentId` inside `tx` (an open transaction): a batch of
+ * one through executeBatchIn, the one command-handler flow. A refused command throws its
+ * DomainError.
+ */
 export async function executeIn(
   tx: Db,
   ctx: CommandContext,
@@ -84,21 +88,11 @@ export async function executeIn(
   metadata: EventMetadata,
   hooks: CommandHooks = {},
 ): Promise<CommandResult> {
-  // Independent statements go out together: postgres.js pipelines the queries of one
-  // transaction, so each group costs one round trip instead of one per statement.
-  const [before, prior] = await Promise.all([
-    loadDocument(tx, documentId),
-    command.type === 'Upload' ? null : readStatusRow(tx, documentId),
-  ]);
-  const events = await appendToStream(tx, documentId, before.version, decide(command, before), metadata, { versionRead: true });
-  const state = foldDocument(events, before);
-  const jobs = jobsFor(events);
-  const [row] = await Promise.all([
-    projectInline(tx, prior, events),
-    hooks.withEvents?.(tx, events, state),
-    jobs.length > 0 ? ctx.jobs.send(tx, jobs) : undefined,
-  ]);
-  return { state, events, row };
+  const [outcome] = await executeBatchIn(tx, ctx, [{ documentId, command, metadata }], {
+    afterDecide: ([o]) => (o?.ok ? hooks.withEvents?.(tx, o.events, o.state) : undefined),
+  });
+  if (!outcome!.ok) throw outcome!.error;
+  return outcome!;
 }
 
 export interface BatchItem {
@@ -107,7 +101,7 @@ export interface BatchItem {
   metadata: EventMetadata;
 }
 
-export type BatchOutcome = { ok: true; state: DocumentState; events: RecordedEvent[] } | { ok: false; error: DomainError };
+export type BatchOutcome = ({ ok: true } & CommandResult) | { ok: false; error: DomainError };
 
 export interface BatchOptions {
   /** Resolved together with the reads (one round trip): which items run. The others are skipped (null). */
@@ -143,15 +137,17 @@ export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonl
     }
   });
   const recorded = await appendToStreams(tx, appends);
-  appends.forEach((a, i) => {
-    // With several items of one document, each outcome's state is the document after the whole
-    // batch, which is what the caller can observe anyway.
-    outcomes[a.item] = { ok: true, state: states.get(a.streamId)!, events: recorded[i]! };
-  });
   const all = recorded.flat();
+  // Rows are folded before they are written, so the outcomes are complete for afterDecide.
+  const rows = foldStatusRows(priors, all);
+  appends.forEach((a, i) => {
+    // With several items of one document, each outcome's state and row are the document after
+    // the whole batch, which is what the caller can observe anyway.
+    outcomes[a.item] = { ok: true, state: states.get(a.streamId)!, events: recorded[i]!, row: rows.get(a.streamId) ?? null };
+  });
   const jobs = jobsFor(all);
   await Promise.all([
-    projectInlineMany(tx, priors, all),
+    writeStatusRows(tx, rows),
     jobs.length > 0 ? ctx.jobs.send(tx, jobs) : undefined,
     options.afterDecide?.(outcomes),
   ]);

@@ -53,8 +53,10 @@ const COLUMNS = 'event_id, global_position, stream_id, stream_version, type, typ
 
 /**
  * Appends `events` to `streamId`, which must currently be at `expectedVersion` (0: a new
- * stream). A concurrent append at the same version makes exactly one of them fail with
- * ConcurrencyError, via the (stream_id, stream_version) unique constraint.
+ * stream), for a caller that has not read the stream in this transaction. A concurrent append
+ * at the same version makes exactly one of them fail with ConcurrencyError, via the
+ * (stream_id, stream_version) unique constraint. (The command handler reads first and uses
+ * appendToStreams directly.)
  */
 export async function appendToStream(
   tx: Db,
@@ -62,34 +64,16 @@ export async function appendToStream(
   expectedVersion: number,
   events: readonly NewEvent[],
   metadata: EventMetadata,
-  /** The caller read the stream at `expectedVersion` in this transaction: skip the check that it exists. */
-  options: { versionRead?: boolean } = {},
 ): Promise<RecordedEvent[]> {
   if (events.length === 0) return [];
-  const rows = events.map((event, i) => ({
-    stream_id: streamId,
-    stream_version: expectedVersion + i + 1,
-    type: event.type,
-    type_version: EVENT_VERSIONS[event.type],
-    data: event.data,
-    metadata,
-  }));
-  try {
-    // A caller whose expected version is ahead of the stream is refused before anything is
-    // written (rows are never deleted, so the check cannot go stale). A stream that moved on
-    // meanwhile fails the insert at version expected+1 on the unique constraint.
-    if (expectedVersion > 0 && !options.versionRead) {
-      const [prev] = await tx`select 1 from docpipe.events where stream_id = ${streamId} and stream_version = ${expectedVersion}`;
-      if (!prev) throw new ConcurrencyError(streamId, expectedVersion);
-    }
-    const inserted = await tx<EventRow[]>`
-      insert into docpipe.events ${tx(rows as never, 'stream_id', 'stream_version', 'type', 'type_version', 'data', 'metadata')}
-      returning ${tx.unsafe(COLUMNS)}`;
-    return inserted.map(toRecorded);
-  } catch (err) {
-    if (isUniqueViolation(err, 'events_stream_version_unique')) throw new ConcurrencyError(streamId, expectedVersion);
-    throw err;
+  // A caller whose expected version is ahead of the stream is refused before anything is
+  // written (rows are never deleted, so the check cannot go stale).
+  if (expectedVersion > 0) {
+    const [prev] = await tx`select 1 from docpipe.events where stream_id = ${streamId} and stream_version = ${expectedVersion}`;
+    if (!prev) throw new ConcurrencyError(streamId, expectedVersion);
   }
+  const [recorded] = await appendToStreams(tx, [{ streamId, expectedVersion, events, metadata }]);
+  return recorded!;
 }
 
 export interface StreamAppend {

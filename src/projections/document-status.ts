@@ -151,60 +151,38 @@ export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent):
 
 const UPDATES = STATUS_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = excluded.${c}`).join(', ');
 
-/** Upserts rows; with `notify`, sends it on STATUS_CHANNEL in the same statement (one round trip less). */
-async function upsert(tx: Db, rows: DocumentStatusRow[], notify?: string): Promise<void> {
-  if (rows.length === 0) return;
-  const insert = tx`
+/** The upsert of `rows` as a query fragment (run it by awaiting, or embed it in another query). */
+function upsertQuery(tx: Db, rows: readonly DocumentStatusRow[]) {
+  return tx`
     insert into docpipe.document_status ${tx(rows as never, ...STATUS_COLUMNS)}
     on conflict (id) do update set ${tx.unsafe(UPDATES)}`;
-  if (notify === undefined) await insert;
-  else await tx`with up as (${insert} returning 1) select pg_notify(${STATUS_CHANNEL}, ${notify}) from up`;
 }
 
-/** The current row of a document (null before its upload), read by the inline path. */
-export async function readStatusRow(tx: Db, streamId: string): Promise<DocumentStatusRow | null> {
-  const [row = null] = await tx<DocumentStatusRow[]>`select * from docpipe.document_status where id = ${streamId}`;
-  return row;
-}
-
-/** The current rows of several documents (absent ones are missing from the map). */
+/** The current rows of several documents (absent ones are missing from the map), read by the inline path. */
 export async function readStatusRows(tx: Db, streamIds: readonly string[]): Promise<Map<string, DocumentStatusRow>> {
   if (streamIds.length === 0) return new Map();
   const rows = await tx<DocumentStatusRow[]>`select * from docpipe.document_status where id = any(${streamIds as string[]}::uuid[])`;
   return new Map(rows.map((r) => [r.id, r]));
 }
 
-/**
- * projectInline for several documents in one statement: `priors` from readStatusRows, `events`
- * in append order. One notification per changed row.
- */
-export async function projectInlineMany(tx: Db, priors: ReadonlyMap<string, DocumentStatusRow>, events: readonly RecordedEvent[]): Promise<Map<string, DocumentStatusRow>> {
+/** The inline path's fold: `priors` from readStatusRows, freshly appended `events` in append order. */
+export function foldStatusRows(priors: ReadonlyMap<string, DocumentStatusRow>, events: readonly RecordedEvent[]): Map<string, DocumentStatusRow> {
   const rows = new Map<string, DocumentStatusRow | null>();
   for (const event of events) {
     const prior = rows.has(event.streamId) ? rows.get(event.streamId)! : event.type === 'DocumentUploaded' ? null : (priors.get(event.streamId) ?? null);
     rows.set(event.streamId, applyEvent(prior, event));
   }
-  const changed = [...rows.values()].filter((r): r is DocumentStatusRow => r !== null);
-  if (changed.length > 0) {
-    const insert = tx`
-      insert into docpipe.document_status ${tx(changed as never, ...STATUS_COLUMNS)}
-      on conflict (id) do update set ${tx.unsafe(UPDATES)}`;
-    await tx`with up as (${insert} returning id, version) select pg_notify(${STATUS_CHANNEL}, up.id || ':' || up.version) from up`;
-  }
-  return new Map(changed.map((r) => [r.id, r]));
+  return new Map([...rows].filter((e): e is [string, DocumentStatusRow] => e[1] !== null));
 }
 
 /**
- * The inline path: folds freshly appended events of one stream into its row (`prior`, from
- * readStatusRow in the same transaction), writes it, and notifies long-pollers (delivered at
- * commit, never for a rollback).
+ * The inline path's write, in the append's transaction: upserts the folded rows and notifies
+ * long-pollers of each (delivered at commit, never for a rollback), in one statement.
  */
-export async function projectInline(tx: Db, prior: DocumentStatusRow | null, events: readonly RecordedEvent[]): Promise<DocumentStatusRow | null> {
-  if (events.length === 0) return null;
-  let row = events[0]!.type === 'DocumentUploaded' ? null : prior;
-  for (const event of events) row = applyEvent(row, event);
-  if (row) await upsert(tx, [row], `${row.id}:${row.version}`);
-  return row;
+export async function writeStatusRows(tx: Db, rows: ReadonlyMap<string, DocumentStatusRow>): Promise<void> {
+  if (rows.size === 0) return;
+  await tx`with up as (${upsertQuery(tx, [...rows.values()])} returning id, version)
+    select pg_notify(${STATUS_CHANNEL}, up.id || ':' || up.version) from up`;
 }
 
 /** Rebuild: replays the whole log into an emptied document_status, in one transaction. */
@@ -229,6 +207,6 @@ export async function rebuildDocumentStatus(tx: Db, options: { batchSize?: numbe
     after = batch.at(-1)!.globalPosition;
   }
   const all = [...rows.values()].filter((r): r is DocumentStatusRow => r !== null);
-  for (let i = 0; i < all.length; i += 500) await upsert(tx, all.slice(i, i + 500));
+  for (let i = 0; i < all.length; i += 500) await upsertQuery(tx, all.slice(i, i + 500));
   return { events: count, documents: all.length };
 }
