@@ -63,19 +63,20 @@ function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefi
   const p = payload as Record<string, unknown>;
   // Without an event id (legacy, or a sender that leaves it out) the document and the body's
   // hash identify the delivery (two documents with the same text are different deliveries).
-  const bodyHash = `sha256:${createHash('sha256').update(documentId.toLowerCase()).update('\n').update(raw).digest('hex')}`;
+  // Hashed only then, not on every delivery.
+  const bodyHash = () => `sha256:${createHash('sha256').update(documentId.toLowerCase()).update('\n').update(raw).digest('hex')}`;
   if (typeof p.event_type === 'string') {
     const data = (p.data ?? {}) as Record<string, unknown>;
     const eventType = str(p.event_type, 64);
     if (!eventType) throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'event_type must be a short string');
     return {
       kind: 'event',
-      eventId: str(headerEventId) ?? str(p.event_id) ?? bodyHash,
+      eventId: str(headerEventId) ?? str(p.event_id) ?? bodyHash(),
       eventType,
       jobId: str(data.job_id) ?? str(data.id),
     };
   }
-  if ('md' in p || 'txt' in p || 'json' in p) return { kind: 'legacy', eventId: bodyHash, eventType: 'legacy.result', jobId: null };
+  if ('md' in p || 'txt' in p || 'json' in p) return { kind: 'legacy', eventId: bodyHash(), eventType: 'legacy.result', jobId: null };
   throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'expected a LlamaParse event {event_id, event_type, data} or a legacy result {txt, md, json, images}');
 }
 
