@@ -70,7 +70,11 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
         const body = new PassThrough();
         request.raw.pipe(body);
         request.raw.once('error', (err) => body.destroy(err));
-        request.raw.once('aborted', () => body.destroy(new Error('the client aborted the upload')));
+        let aborted = false;
+        request.raw.once('aborted', () => {
+          aborted = true;
+          body.destroy(new Error('the client aborted the upload'));
+        });
         try {
           const stored = await deps.storage.put(claims.key, body, { maxBytes: claims.maxBytes, contentType: claims.contentType });
           return reply.status(200).send({ key: stored.key, size: stored.size });
@@ -78,6 +82,8 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
           request.raw.unpipe(body);
           discardBody(request, reply);
           if (err instanceof ObjectTooLargeError) throw new HttpError(413, 'FILE_TOO_LARGE', err.message);
+          // The client went away mid-body: its fault, nothing stored (put publishes whole or not at all).
+          if (aborted) throw new HttpError(400, 'UPLOAD_ABORTED', 'the client aborted the upload');
           throw err;
         }
       } finally {
