@@ -2,6 +2,7 @@
 // once in SPEC (name, default, description, parser); `.env.example` is generated from the same
 // table (`docpipe env-example`), so the documentation cannot drift from the code.
 import path from 'node:path';
+import { DEFAULT_PARSER_LIMITS, type ParserLimits } from './providers/types.ts';
 
 export type ServiceName = 'api' | 'worker' | 'webhook';
 
@@ -39,7 +40,18 @@ export interface Config {
     /** Validity of a signed upload URL (Supabase fixes its own at 2 h). */
     urlTtlSeconds: number;
   };
-  chunking: { maxTokens: number; overlapTokens: number };
+  chunking: { maxTokens: number; overlapTokens: number; maxDocumentTokens: number };
+  /** Limits of the local parser, checked before the work they bound (docs/LIMITS.md). */
+  parserLimits: ParserLimits;
+  /** The child processes that parse and chunk documents outside the worker's heap. */
+  sandbox: { processes: number; memoryMb: number; timeoutSeconds: number };
+  /** Bounds on what clients can hold open on the HTTP services. */
+  http: {
+    maxConnections: number;
+    uploadConcurrencyPerUser: number;
+    uploadConcurrencyMax: number;
+    uploadMinBytesPerSecond: number;
+  };
   embedBatchSize: number;
   queue: {
     concurrency: number;
@@ -205,6 +217,16 @@ export const SPEC: VarSpec[] = [
   { name: 'OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS', default: '900', description: 'How long one job keeps waiting through 429s before it hands the attempt back to pg-boss.', parse: int(1, 3600) },
   { name: 'CHUNK_MAX_TOKENS', default: '512', description: 'Chunk size in cl100k_base tokens.', parse: int(16, 8191) },
   { name: 'CHUNK_OVERLAP_TOKENS', default: '64', description: 'Tokens repeated from the end of one chunk at the start of the next.', parse: int(0, 4000) },
+  { name: 'MAX_DOCUMENT_TOKENS', default: '20000000', description: 'Most cl100k tokens in one parsed document; past it the document fails with DOCUMENT_LIMIT_EXCEEDED (a 50 MB log has about 15 million).', parse: int(1000, 1_000_000_000) },
+  { name: 'PDF_MAX_PAGES', default: String(DEFAULT_PARSER_LIMITS.pdfMaxPages), description: 'Most pages of a PDF (local parser), read from its page tree before any page is extracted.', parse: int(1, 10_000_000) },
+  { name: 'PDF_MAX_STREAM_BYTES', default: String(DEFAULT_PARSER_LIMITS.pdfMaxStreamBytes), description: 'Largest inflated size of one PDF content, object or font stream (local parser), checked before extraction.', parse: int(1024, 2 ** 40) },
+  { name: 'PDF_MAX_INFLATED_BYTES', default: String(DEFAULT_PARSER_LIMITS.pdfMaxInflatedBytes), description: 'Largest inflated size of all those PDF streams together (local parser).', parse: int(1024, 2 ** 40) },
+  { name: 'DOCX_MAX_XML_BYTES', default: String(DEFAULT_PARSER_LIMITS.docxMaxXmlBytes), description: 'Largest uncompressed size of the XML parts of a DOCX (local parser), read from the zip\'s central directory before anything inflates.', parse: int(1024, 2 ** 40) },
+  { name: 'DOCX_MAX_COMPRESSION_RATIO', default: String(DEFAULT_PARSER_LIMITS.docxMaxCompressionRatio), description: 'Largest compression ratio of one DOCX entry over 1 MiB uncompressed (a zip bomb inflates 1000:1).', parse: int(2, 100_000) },
+  { name: 'HTML_MAX_DEPTH', default: String(DEFAULT_PARSER_LIMITS.htmlMaxDepth), description: 'Deepest element nesting of an HTML document (local parser).', parse: int(8, 100_000) },
+  { name: 'SANDBOX_PROCESSES', default: '2', description: 'Child processes of the worker that parse (local parser) and chunk documents, outside its heap; each idles at about 60 MB.', parse: int(1, 64) },
+  { name: 'SANDBOX_MEMORY_MB', default: '1024', description: 'Memory of one sandbox process (resident set, and its V8 heap); a document that needs more fails with DOCUMENT_TOO_COMPLEX.', parse: int(128, 65536) },
+  { name: 'SANDBOX_TIMEOUT_SECONDS', default: '300', description: 'Time limit of one parse or chunking task in the sandbox; past it the document fails with DOCUMENT_TOO_COMPLEX.', parse: int(1, 24 * 3600) },
   { name: 'EMBED_BATCH_SIZE', default: '64', description: 'Chunks per embedding request; progress is saved per batch.', parse: int(1, 2048) },
   { name: 'WORKER_CONCURRENCY', default: '4', description: 'Jobs per queue run at once by one worker process.', parse: int(1, 256) },
   { name: 'JOB_RETRY_LIMIT', default: '4', description: 'Retries of a failed stage before it is dead-lettered and the document fails.', parse: int(0, 100) },
@@ -212,6 +234,10 @@ export const SPEC: VarSpec[] = [
   { name: 'JOB_HEARTBEAT_SECONDS', default: '30', description: 'A job whose worker misses this heartbeat is retried (>= 10).', parse: int(10, 3600) },
   { name: 'QUEUE_SUPERVISE_INTERVAL_SECONDS', default: '15', description: 'How often pg-boss looks for expired jobs and missed heartbeats.', parse: int(1, 3600) },
   { name: 'QUEUE_POLLING_INTERVAL_SECONDS', default: '2', description: 'Polling interval of idle workers; new jobs wake them at once by LISTEN/NOTIFY, this bounds the wait for retries and backlog.', parse: int(1, 600) },
+  { name: 'MAX_CONNECTIONS', default: '1000', description: 'Open connections per HTTP server (api, webhook); further connections are closed at once.', parse: int(16, 1_000_000) },
+  { name: 'UPLOAD_CONCURRENCY_PER_USER', default: '4', description: 'Uploads one user may stream to one API process at once; more answer 429 TOO_MANY_UPLOADS.', parse: int(1, 10_000) },
+  { name: 'UPLOAD_CONCURRENCY_MAX', default: '64', description: 'Uploads one API process streams at once, all users together; more answer 503 SERVER_BUSY.', parse: int(1, 100_000) },
+  { name: 'UPLOAD_MIN_BYTES_PER_SECOND', default: '1024', description: 'An upload body slower than this over any 10 s window is cut off with 408 UPLOAD_TOO_SLOW (0: never).', parse: int(0, 2 ** 30) },
   { name: 'LONG_POLL_MAX_SECONDS', default: '30', description: 'Upper bound of ?wait= on GET /v1/documents/:id.', parse: int(1, 300) },
   { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'Drain budget on SIGTERM/SIGINT before the process exits anyway.', parse: int(100, 300000) },
 ];
@@ -313,7 +339,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       directMaxBytes: get('DIRECT_UPLOAD_MAX_BYTES'),
       urlTtlSeconds: get('UPLOAD_URL_TTL_SECONDS'),
     },
-    chunking: { maxTokens, overlapTokens: overlap },
+    chunking: { maxTokens, overlapTokens: overlap, maxDocumentTokens: get('MAX_DOCUMENT_TOKENS') },
+    parserLimits: {
+      pdfMaxPages: get('PDF_MAX_PAGES'),
+      pdfMaxStreamBytes: get('PDF_MAX_STREAM_BYTES'),
+      pdfMaxInflatedBytes: get('PDF_MAX_INFLATED_BYTES'),
+      docxMaxXmlBytes: get('DOCX_MAX_XML_BYTES'),
+      docxMaxCompressionRatio: get('DOCX_MAX_COMPRESSION_RATIO'),
+      htmlMaxDepth: get('HTML_MAX_DEPTH'),
+    },
+    sandbox: { processes: get('SANDBOX_PROCESSES'), memoryMb: get('SANDBOX_MEMORY_MB'), timeoutSeconds: get('SANDBOX_TIMEOUT_SECONDS') },
+    http: {
+      maxConnections: get('MAX_CONNECTIONS'),
+      uploadConcurrencyPerUser: get('UPLOAD_CONCURRENCY_PER_USER'),
+      uploadConcurrencyMax: get('UPLOAD_CONCURRENCY_MAX'),
+      uploadMinBytesPerSecond: get('UPLOAD_MIN_BYTES_PER_SECOND'),
+    },
     embedBatchSize: get('EMBED_BATCH_SIZE'),
     queue: {
       concurrency: get('WORKER_CONCURRENCY'),

@@ -122,7 +122,43 @@ export interface Chunk {
 export interface ChunkOptions {
   maxTokens: number;
   overlapTokens: number;
+  /** More tokens than this in the whole document: DocumentLimitError (MAX_DOCUMENT_TOKENS). Unset: no limit. */
+  maxDocumentTokens?: number;
 }
+
+/** Splits parsed markdown (UTF-8 bytes) into chunks. The worker's runs in the sandbox, off its main thread. */
+export interface Chunker {
+  chunk(markdown: Uint8Array, options: ChunkOptions): Promise<Chunk[]>;
+}
+
+/**
+ * Limits the local parser checks before (or while) it does the work they bound, so a small
+ * file cannot make it inflate, extract or recurse without end. Defaults in DEFAULT_PARSER_LIMITS;
+ * each is a setting (config.ts) and is described in docs/LIMITS.md.
+ */
+export interface ParserLimits {
+  /** PDF: most pages (read from the page tree before any page is extracted). */
+  pdfMaxPages: number;
+  /** PDF: largest inflated size of one non-image stream (content, object, font streams). */
+  pdfMaxStreamBytes: number;
+  /** PDF: largest inflated size of all non-image streams together. */
+  pdfMaxInflatedBytes: number;
+  /** DOCX: largest uncompressed size of the XML parts together (from the zip's central directory). */
+  docxMaxXmlBytes: number;
+  /** DOCX: largest uncompressed/compressed ratio of one entry (entries over 1 MiB uncompressed). */
+  docxMaxCompressionRatio: number;
+  /** HTML: deepest element nesting. */
+  htmlMaxDepth: number;
+}
+
+export const DEFAULT_PARSER_LIMITS: ParserLimits = {
+  pdfMaxPages: 5000,
+  pdfMaxStreamBytes: 64 * 1024 * 1024,
+  pdfMaxInflatedBytes: 512 * 1024 * 1024,
+  docxMaxXmlBytes: 128 * 1024 * 1024,
+  docxMaxCompressionRatio: 200,
+  htmlMaxDepth: 512,
+};
 
 export interface Embedder {
   readonly kind: string;
@@ -170,6 +206,36 @@ export class ProviderError extends Error {
   ) {
     super(message, options);
     this.name = 'ProviderError';
+  }
+}
+
+/**
+ * The document exceeds a configured limit (pages, inflated size, compression ratio, nesting
+ * depth, tokens): permanent, not retried. `setting` names the variable that raises the limit.
+ */
+export class DocumentLimitError extends Error {
+  readonly code = 'DOCUMENT_LIMIT_EXCEEDED';
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DocumentLimitError';
+  }
+}
+
+/**
+ * Processing the document exhausted the sandbox: its memory, its time or its stack, or the
+ * sandbox process died under it. Permanent, not retried (the same document would do it again).
+ */
+export class DocumentTooComplexError extends Error {
+  readonly code = 'DOCUMENT_TOO_COMPLEX';
+  constructor(
+    readonly reason: 'memory' | 'time' | 'stack' | 'crash',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DocumentTooComplexError';
   }
 }
 

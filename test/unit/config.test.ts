@@ -46,7 +46,17 @@ describe('loadConfig', () => {
       embedder: { kind: 'local', dimensions: 512 },
       webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined, deliveryRetentionDays: 7 },
       uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 100 * 1024 * 1024, urlTtlSeconds: 7200 },
-      chunking: { maxTokens: 512, overlapTokens: 64 },
+      chunking: { maxTokens: 512, overlapTokens: 64, maxDocumentTokens: 20_000_000 },
+      parserLimits: {
+        pdfMaxPages: 5000,
+        pdfMaxStreamBytes: 64 * 1024 * 1024,
+        pdfMaxInflatedBytes: 512 * 1024 * 1024,
+        docxMaxXmlBytes: 128 * 1024 * 1024,
+        docxMaxCompressionRatio: 200,
+        htmlMaxDepth: 512,
+      },
+      sandbox: { processes: 2, memoryMb: 1024, timeoutSeconds: 300 },
+      http: { maxConnections: 1000, uploadConcurrencyPerUser: 4, uploadConcurrencyMax: 64, uploadMinBytesPerSecond: 1024 },
       embedBatchSize: 64,
       queue: {
         concurrency: 4,
