@@ -30,6 +30,12 @@ export interface DocumentState {
   batchesDone: number;
   lastAttemptError: { stage: Stage; code: string; message: string } | null;
   error: { code: string; message: string } | null;
+  /**
+   * The stage attempt that started (ParseStarted, EmbeddingStarted) and has no outcome yet, with
+   * the progress made when it started. Still set when the next attempt starts means the process
+   * running it died: see `interrupted`.
+   */
+  openAttempt: { stage: Stage; attempt: number; batchesDone: number; chunked: boolean } | null;
 }
 
 export const initialState: DocumentState = {
@@ -52,7 +58,11 @@ export const initialState: DocumentState = {
   batchesDone: 0,
   lastAttemptError: null,
   error: null,
+  openAttempt: null,
 };
+
+/** The code of a document whose stage attempt was cut short by the death of its worker process. */
+export const WORKER_CRASHED = 'WORKER_CRASHED';
 
 export type DocumentCommand =
   | ({ type: 'Upload' } & EventPayloads['DocumentUploaded'])
@@ -108,6 +118,47 @@ function requireRun(state: DocumentState, run: number): void {
   if (run !== state.run) reject(state, 'STALE_RUN', `run ${run} is not the current run ${state.run}`);
 }
 
+/**
+ * The events that settle an attempt of `stage` that started and never ended: its process died
+ * under it (killed, out of memory, a crash), so pg-boss handed the job out again. The attempt is
+ * recorded as failed with WORKER_CRASHED. A poison document must not kill worker after worker,
+ * so unless the dead attempt had made progress (chunks recorded or embedding batches stored,
+ * which a document that kills its worker does not get to), the document fails at once. Returns
+ * null when there is no such attempt.
+ */
+function interrupted(state: DocumentState, stage: Stage): { events: NewEvent[]; resume: boolean } | null {
+  const open = state.openAttempt;
+  if (open === null || open.stage !== stage) return null;
+  const verb = stage === 'parse' ? 'parsing' : 'embedding';
+  const progressed = stage === 'embed' && (state.batchesDone > open.batchesDone || (state.chunkCount !== null && !open.chunked));
+  const lost: NewEvent = {
+    type: 'StageAttemptFailed',
+    data: {
+      run: state.run,
+      stage,
+      attempt: open.attempt,
+      code: WORKER_CRASHED,
+      message: `${stage} attempt ${open.attempt} never finished: the worker process died while ${verb} this document${progressed ? '; it resumes after the last stored batch' : ''}`,
+    },
+  };
+  if (progressed) return { events: [lost], resume: true };
+  return {
+    resume: false,
+    events: [
+      lost,
+      {
+        type: 'DocumentFailed',
+        data: {
+          run: state.run,
+          stage,
+          code: WORKER_CRASHED,
+          message: `the worker process died while ${verb} this document (attempt ${open.attempt}); it is not retried, because the document may be what killed it. Reprocess it to try again`,
+        },
+      },
+    ],
+  };
+}
+
 export function decide(command: DocumentCommand, state: DocumentState): NewEvent[] {
   switch (command.type) {
     case 'Upload': {
@@ -120,7 +171,11 @@ export function decide(command: DocumentCommand, state: DocumentState): NewEvent
       requireRun(state, command.run);
       // A remote job already runs for this run: a retried parse job must not submit again.
       if (state.parserJobId !== null) reject(state, 'ILLEGAL_TRANSITION', `run ${command.run} is already submitted to the parser`);
-      return [{ type: 'ParseStarted', data: { run: command.run, attempt: state.parseAttempts + 1, parser: command.parser } }];
+      {
+        const crash = interrupted(state, 'parse');
+        if (crash && !crash.resume) return crash.events;
+        return [...(crash?.events ?? []), { type: 'ParseStarted', data: { run: command.run, attempt: state.parseAttempts + 1, parser: command.parser } }];
+      }
     case 'SubmitParse': {
       requireStatus(state, command, ['parsing']);
       requireRun(state, command.run);
@@ -149,10 +204,13 @@ export function decide(command: DocumentCommand, state: DocumentState): NewEvent
       const { type: _t, ...data } = command;
       return [{ type: 'ParseSucceeded', data }];
     }
-    case 'StartEmbedding':
+    case 'StartEmbedding': {
       requireStatus(state, command, ['parsed', 'embedding']);
       requireRun(state, command.run);
-      return [{ type: 'EmbeddingStarted', data: { run: command.run, attempt: state.embedAttempts + 1 } }];
+      const crash = interrupted(state, 'embed');
+      if (crash && !crash.resume) return crash.events;
+      return [...(crash?.events ?? []), { type: 'EmbeddingStarted', data: { run: command.run, attempt: state.embedAttempts + 1 } }];
+    }
     case 'RecordChunks': {
       requireStatus(state, command, ['embedding']);
       requireRun(state, command.run);
@@ -224,25 +282,38 @@ export function evolve(state: DocumentState, event: NewEvent): DocumentState {
         run: 1,
       };
     case 'ParseStarted':
-      return { ...state, version, status: 'parsing', parseAttempts: event.data.attempt };
+      return {
+        ...state,
+        version,
+        status: 'parsing',
+        parseAttempts: event.data.attempt,
+        openAttempt: { stage: 'parse', attempt: event.data.attempt, batchesDone: 0, chunked: false },
+      };
     case 'ParseSubmitted':
-      return { ...state, version, parserJobId: event.data.providerJobId, parseDeadline: event.data.deadline, parserNotified: false };
+      // The attempt's work is handed to the remote parser: it ended here.
+      return { ...state, version, parserJobId: event.data.providerJobId, parseDeadline: event.data.deadline, parserNotified: false, openAttempt: null };
     case 'ParserCallbackReceived':
       return { ...state, version, parserNotified: true };
     case 'ParseSucceeded':
-      return { ...state, version, status: 'parsed', parsedKey: event.data.parsedKey, lastAttemptError: null };
+      return { ...state, version, status: 'parsed', parsedKey: event.data.parsedKey, lastAttemptError: null, openAttempt: null };
     case 'EmbeddingStarted':
-      return { ...state, version, status: 'embedding', embedAttempts: event.data.attempt };
+      return {
+        ...state,
+        version,
+        status: 'embedding',
+        embedAttempts: event.data.attempt,
+        openAttempt: { stage: 'embed', attempt: event.data.attempt, batchesDone: state.batchesDone, chunked: state.chunkCount !== null },
+      };
     case 'StageAttemptFailed':
-      return { ...state, version, lastAttemptError: { stage: event.data.stage, code: event.data.code, message: event.data.message } };
+      return { ...state, version, lastAttemptError: { stage: event.data.stage, code: event.data.code, message: event.data.message }, openAttempt: null };
     case 'DocumentChunked':
       return { ...state, version, chunkCount: event.data.chunkCount, batchSize: event.data.batchSize, batches: event.data.batches, batchesDone: 0 };
     case 'EmbeddingBatchStored':
       return { ...state, version, batchesDone: event.data.batch + 1 };
     case 'DocumentReady':
-      return { ...state, version, status: 'ready', lastAttemptError: null };
+      return { ...state, version, status: 'ready', lastAttemptError: null, openAttempt: null };
     case 'DocumentFailed':
-      return { ...state, version, status: 'failed', error: { code: event.data.code, message: event.data.message } };
+      return { ...state, version, status: 'failed', error: { code: event.data.code, message: event.data.message }, openAttempt: null };
     case 'ReprocessRequested':
       return {
         ...initialState,

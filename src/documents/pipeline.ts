@@ -2,13 +2,14 @@
 // skips work the log says is done (or belongs to a stale run) and appends at the expected
 // version, so a job that runs twice appends nothing twice and writes no duplicate chunks.
 import { Readable } from 'node:stream';
-import { buffer, text } from 'node:stream/consumers';
+import { buffer } from 'node:stream/consumers';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Db } from '../db/client.ts';
+import { storableText } from '../db/text.ts';
 import type { EventMetadata } from '../events/catalog.ts';
 import type { Logger } from '../observability/logger.ts';
-import { chunkMarkdown } from '../providers/chunker.ts';
-import type { AsyncParser, ChunkOptions, Embedder, MediaType, Parser, ParsedDocument, Storage } from '../providers/types.ts';
-import { ProviderError, UnparseableDocumentError } from '../providers/types.ts';
+import type { AsyncParser, ChunkOptions, Chunker, Embedder, MediaType, Parser, ParsedDocument, Storage } from '../providers/types.ts';
+import { DocumentLimitError, DocumentTooComplexError, ProviderError, UnparseableDocumentError } from '../providers/types.ts';
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
 import { WEBHOOK_TOKEN_HEADER, webhookCredential } from '../security/webhook-auth.ts';
 import { ConcurrencyError } from '../events/store.ts';
@@ -19,6 +20,7 @@ export interface PipelineDeps {
   ctx: CommandContext;
   storage: Storage;
   parser: Parser;
+  chunker: Chunker;
   embedder: Embedder;
   chunking: ChunkOptions;
   embedBatchSize: number;
@@ -39,6 +41,29 @@ export const pollDelaySeconds = (poll: number) => Math.min(60, 2 ** Math.min(pol
 
 /** `pending`: a remote job is still running; the next check is scheduled. */
 export type StageOutcome = 'done' | 'skipped' | 'failed' | 'pending';
+
+/**
+ * What one job runs with besides its data: aborted when the worker shuts down, so a long task in
+ * the sandbox is cut short and its attempt recorded (retried later) instead of left to look like
+ * a crash.
+ */
+export interface JobContext {
+  log: Logger;
+  signal?: AbortSignal;
+}
+
+/** The worker is shutting down: the attempt is recorded and retried later, by this worker's successor. */
+export class StageInterruptedError extends Error {
+  readonly code = 'WORKER_SHUTDOWN';
+  constructor() {
+    super('the worker stopped while the document was being processed; it will be processed again');
+    this.name = 'StageInterruptedError';
+  }
+}
+
+function stopIfShuttingDown(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new StageInterruptedError();
+}
 
 /** A failure that retrying cannot fix: the document fails at once, with this code. */
 export class PermanentStageError extends Error {
@@ -64,18 +89,61 @@ function inRun(state: DocumentState, job: JobData, statuses: readonly DocumentSt
 }
 
 function errorCode(err: unknown): string {
+  if (err instanceof RangeError) return 'DOCUMENT_TOO_COMPLEX';
   const code = (err as { code?: unknown })?.code;
   return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'STAGE_ERROR';
 }
 
 /**
+ * Errors no retry can fix: the same document would fail the same way. A RangeError (a stack
+ * overflow, an allocation too large) is one, wherever it comes from.
+ */
+function isPermanent(err: unknown): boolean {
+  return (
+    err instanceof PermanentStageError ||
+    err instanceof UnparseableDocumentError ||
+    err instanceof DocumentLimitError ||
+    err instanceof DocumentTooComplexError ||
+    err instanceof RangeError ||
+    (err instanceof ProviderError && err.permanent)
+  );
+}
+
+/** An attempt is recorded even through a short database outage: an unrecorded one would later read as a crash. */
+async function record(deps: PipelineDeps, job: JobData, command: Parameters<typeof execute>[2], log: Logger): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await execute(deps.ctx, job.documentId, command, metadataFor(job));
+      return;
+    } catch (err) {
+      if (err instanceof DomainError) return; // the document moved on (deleted, reprocessed): nothing to record
+      if (attempt >= 3) {
+        log.error({ err }, 'could not record the stage failure');
+        return;
+      }
+      await sleep(250 * attempt);
+    }
+  }
+}
+
+/**
  * Runs one stage body with the shared failure policy: a DomainError means the job is stale
  * (skip), a permanent error fails the document, anything else is recorded as a failed attempt
- * and rethrown so pg-boss retries it with backoff.
+ * and rethrown so pg-boss retries it with backoff. The body says when it opened an attempt
+ * (ParseStarted, EmbeddingStarted): every way out of it must then leave an outcome in the log.
  */
-async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed', log: Logger, body: () => Promise<StageOutcome>): Promise<StageOutcome> {
+async function guarded(
+  deps: PipelineDeps,
+  job: JobData,
+  stage: 'parse' | 'embed',
+  log: Logger,
+  body: (opened: () => void) => Promise<StageOutcome>,
+): Promise<StageOutcome> {
+  let attemptOpen = false;
   try {
-    return await body();
+    return await body(() => {
+      attemptOpen = true;
+    });
   } catch (err) {
     if (err instanceof DomainError) {
       log.info({ code: err.code, status: err.status }, `${stage} job is stale: ${err.message}`);
@@ -83,23 +151,22 @@ async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed
     }
     if (err instanceof ConcurrencyError) {
       // Another job appended to this document meanwhile (the webhook-sent check and the polling
-      // check both finishing a parse, say). Not a failure of this stage: no attempt is recorded;
-      // pg-boss runs the job again and it finds the document as the winner left it.
+      // check both finishing a parse, say). Not a failure of this stage; pg-boss runs the job
+      // again and it finds the document as the winner left it. An attempt this job opened is
+      // closed first, or the next one would take it for a crash.
       log.info({ code: err.code }, `${stage} job lost a race for the document; it will re-read and retry`);
+      if (attemptOpen) await record(deps, job, { type: 'RecordAttemptFailure', run: job.run, stage, code: err.code, message: 'another job changed the document meanwhile' }, log);
       throw err;
     }
-    const permanent =
-      err instanceof PermanentStageError || err instanceof UnparseableDocumentError || (err instanceof ProviderError && err.permanent);
+    const permanent = isPermanent(err);
     const code = errorCode(err);
-    const message = (err as Error)?.message ?? String(err);
-    try {
-      const command = permanent
-        ? ({ type: 'Fail', run: job.run, stage, code, message } as const)
-        : ({ type: 'RecordAttemptFailure', run: job.run, stage, code, message } as const);
-      await execute(deps.ctx, job.documentId, command, metadataFor(job));
-    } catch (recordErr) {
-      if (!(recordErr instanceof DomainError)) log.error({ err: recordErr }, 'could not record the stage failure');
-    }
+    const message = storableText((err as Error)?.message ?? String(err));
+    await record(
+      deps,
+      job,
+      permanent ? { type: 'Fail', run: job.run, stage, code, message } : { type: 'RecordAttemptFailure', run: job.run, stage, code, message },
+      log,
+    );
     if (permanent) {
       log.warn({ code, message }, `${stage} failed permanently`);
       return 'failed';
@@ -108,16 +175,26 @@ async function guarded(deps: PipelineDeps, job: JobData, stage: 'parse' | 'embed
   }
 }
 
-export async function runParseStage(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
-  return guarded(deps, job, 'parse', log, async () => {
+/** After StartParse/StartEmbedding: the document failed instead, because its last attempt crashed the worker. */
+function failedByCrash(state: DocumentState, log: Logger): boolean {
+  if (state.status !== 'failed') return false;
+  log.warn({ code: state.error?.code, message: state.error?.message }, 'the previous attempt died with its worker; the document fails');
+  return true;
+}
+
+export async function runParseStage(deps: PipelineDeps, job: JobData, context: JobContext): Promise<StageOutcome> {
+  const { log, signal } = context;
+  return guarded(deps, job, 'parse', log, async (opened) => {
     // StartParse's decide rejects a stale run or a finished parse (DomainError -> skipped),
     // so no separate read is needed first.
     const meta = metadataFor(job);
     const started = await execute(deps.ctx, job.documentId, { type: 'StartParse', run: job.run, parser: deps.parser.kind }, meta);
     const state = started.state;
+    if (failedByCrash(state, log)) return 'failed';
+    opened();
     const bytes = await buffer(await deps.storage.get(state.storageKey!));
     if (deps.parser.mode === 'async') return submitRemoteParse(deps, deps.parser, job, state, bytes, log);
-    const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType);
+    const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType, { signal });
     await storeParsed(deps, job, parsed, null);
     return 'done';
   });
@@ -174,7 +251,7 @@ async function submitRemoteParse(deps: PipelineDeps, parser: AsyncParser, job: J
  * schedule the next check (1 s doubling to 60 s) until the deadline; failed -> the document
  * fails with the provider's code and message; done -> fetch, store, ParseSucceeded.
  */
-export async function runParseResult(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
+export async function runParseResult(deps: PipelineDeps, job: JobData, { log }: JobContext): Promise<StageOutcome> {
   return guarded(deps, job, 'parse', log, async () => {
     const state = await loadDocument(deps.ctx.sql, job.documentId);
     if (!inRun(state, job, ['parsing']) || state.parserJobId !== job.providerJobId) return 'skipped';
@@ -276,16 +353,20 @@ async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChun
   }
 }
 
-export async function runEmbedStage(deps: PipelineDeps, job: JobData, log: Logger): Promise<StageOutcome> {
-  return guarded(deps, job, 'embed', log, async () => {
+export async function runEmbedStage(deps: PipelineDeps, job: JobData, context: JobContext): Promise<StageOutcome> {
+  const { log, signal } = context;
+  return guarded(deps, job, 'embed', log, async (opened) => {
     // As in parse: StartEmbedding's decide is the staleness check.
     const meta = metadataFor(job);
     let { state } = await execute(deps.ctx, job.documentId, { type: 'StartEmbedding', run: job.run }, meta);
+    if (failedByCrash(state, log)) return 'failed';
+    opened();
 
     let chunks: ChunkText[];
     if (state.chunkCount === null) {
-      const markdown = await text(await deps.storage.get(state.parsedKey!));
-      const made = chunkMarkdown(markdown, deps.chunking);
+      // The markdown goes to the sandbox as bytes: the worker never holds it as a string.
+      const markdown = await buffer(await deps.storage.get(state.parsedKey!));
+      const made = await deps.chunker.chunk(markdown, deps.chunking, { signal });
       if (made.length === 0) throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text to embed');
       const tokenCount = made.reduce((sum, c) => sum + c.tokenCount, 0);
       ({ state } = await execute(
@@ -308,6 +389,7 @@ export async function runEmbedStage(deps: PipelineDeps, job: JobData, log: Logge
 
     const batchSize = state.batchSize!;
     for (let batch = state.batchesDone; batch < state.batches!; batch++) {
+      stopIfShuttingDown(signal);
       const slice = chunks.slice(batch * batchSize, (batch + 1) * batchSize);
       const vectors = await deps.embedder.embed(slice.map((c) => c.text));
       const fromChunk = batch * batchSize;

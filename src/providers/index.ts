@@ -1,4 +1,6 @@
 // Chooses the adapters named by the configuration. The only place that knows every adapter.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/client.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -6,15 +8,20 @@ import { createRateBudget } from './embedder/budget.ts';
 import { createLocalEmbedder } from './embedder/local.ts';
 import { createOpenAIEmbedder } from './embedder/openai.ts';
 import { createLlamaParseParser } from './parser/llamaparse.ts';
-import { createLocalParser } from './parser/local.ts';
+import { createSandbox } from './sandbox/pool.ts';
+import { createSandboxedChunker, createSandboxedParser } from './sandbox/sandboxed.ts';
 import { createFsStorage } from './storage/fs.ts';
 import { createSupabaseStorage } from './storage/supabase.ts';
-import type { Embedder, Parser, Storage } from './types.ts';
+import type { Chunker, Embedder, Parser, Storage } from './types.ts';
 
 export interface Providers {
   storage: Storage;
   parser: Parser;
+  /** Chunks parsed markdown, in the sandbox, whatever the parser. */
+  chunker: Chunker;
   embedder: Embedder;
+  /** Stops the sandbox's child processes (they start on the first task, so only the worker has any). */
+  close(): Promise<void>;
 }
 
 export interface ProviderContext {
@@ -32,9 +39,18 @@ export function createStorage(config: Pick<Config, 'storage' | 'uploads'>, uploa
     : createFsStorage(storage.dir, { publicApiUrl: config.uploads.publicApiUrl, signingKey: uploadSigningKey });
 }
 
-export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'embedder' | 'uploads'>, context: ProviderContext): Providers {
+export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'embedder' | 'uploads' | 'parserLimits' | 'sandbox'>, context: ProviderContext): Providers {
   const { parser, embedder } = config;
+  const sandbox = createSandbox({
+    entry: new URL(`./sandbox/child${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url),
+    processes: config.sandbox.processes,
+    memoryMb: config.sandbox.memoryMb,
+    timeoutMs: config.sandbox.timeoutSeconds * 1000,
+    logger: context.logger,
+  });
   return {
+    chunker: createSandboxedChunker(sandbox),
+    close: () => sandbox.close(),
     storage: createStorage(config, context.uploadSigningKey),
     parser:
       parser.kind === 'llamaparse'
@@ -46,7 +62,7 @@ export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'emb
             parseMode: parser.parseMode,
             timeoutSeconds: parser.timeoutSeconds,
           })
-        : createLocalParser(),
+        : createSandboxedParser(sandbox, config.parserLimits),
     embedder:
       embedder.kind === 'openai'
         ? createOpenAIEmbedder({

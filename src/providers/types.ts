@@ -69,11 +69,16 @@ export interface ParsedDocument {
   pages: number;
 }
 
-/** A parser that answers in-process, within the parse job. */
+/** Lets the worker abandon a task when it shuts down (the sandbox kills the child running it). */
+export interface TaskOptions {
+  signal?: AbortSignal;
+}
+
+/** A parser that answers within the parse job (the local parser, in the sandbox). */
 export interface SyncParser {
   readonly kind: string;
   readonly mode: 'sync';
-  parse(bytes: Buffer, mediaType: MediaType): Promise<ParsedDocument>;
+  parse(bytes: Buffer, mediaType: MediaType, options?: TaskOptions): Promise<ParsedDocument>;
 }
 
 /** Where the provider should call back when its job finishes. */
@@ -128,7 +133,7 @@ export interface ChunkOptions {
 
 /** Splits parsed markdown (UTF-8 bytes) into chunks. The worker's runs in the sandbox, off its main thread. */
 export interface Chunker {
-  chunk(markdown: Uint8Array, options: ChunkOptions): Promise<Chunk[]>;
+  chunk(markdown: Uint8Array, options: ChunkOptions, taskOptions?: TaskOptions): Promise<Chunk[]>;
 }
 
 /**

@@ -103,6 +103,7 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
       readiness,
       async close() {
         await boss.stop({ graceful: true, timeout: config.shutdownTimeoutMs, close: true }).catch((err: unknown) => logger.warn({ err }, 'pg-boss stop failed'));
+        await providers.close();
         await sql.end({ timeout: 5 });
         await database.embedded?.stop();
       },

@@ -1,8 +1,11 @@
 // A worker process killed with SIGKILL in the middle of embedding loses nothing and does
-// nothing twice: its job misses its heartbeat, pg-boss retries it on a new worker, the
-// embed stage resumes at the next batch, and every document ends ready with exactly one
-// DocumentChunked, one EmbeddingBatchStored per batch and one DocumentReady. The second
-// worker then drains and exits 0 on SIGTERM.
+// nothing twice: its job misses its heartbeat, pg-boss retries it on a new worker, and the
+// lost attempt is recorded (WORKER_CRASHED). A document whose attempt had made progress
+// (chunks recorded) resumes at the next batch and ends ready with exactly one DocumentChunked,
+// one EmbeddingBatchStored per batch and one DocumentReady. A document whose attempt had made
+// none is not handed out blindly again (it may be what killed the worker): it fails with
+// WORKER_CRASHED, and a reprocess brings it to ready. The second worker then drains and exits
+// 0 on SIGTERM.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -69,7 +72,7 @@ async function statuses(stack: TestStack, ids: string[]): Promise<Json[]> {
   );
 }
 
-test('a worker killed mid-embedding is replaced; every document ends ready with each batch stored once', { timeout: 240_000 }, async (t) => {
+test('a worker killed mid-embedding is replaced; documents with progress resume and end ready with each batch stored once, the others fail WORKER_CRASHED', { timeout: 240_000 }, async (t) => {
   const stack = await startStack({
     worker: false,
     env: { EMBED_BATCH_SIZE: '1', CHUNK_MAX_TOKENS: '32', CHUNK_OVERLAP_TOKENS: '4' },
@@ -132,6 +135,9 @@ test('a worker killed mid-embedding is replaced; every document ends ready with 
   }
   t.diagnostic(`work resumed ${Date.now() - restartedAt} ms after the second worker started`);
 
+  // Which documents the kill cut short without progress: still parsing, or embedding with nothing chunked yet.
+  const withoutProgress = new Set(atKill.filter((d) => d.status === 'parsing' || (d.status === 'embedding' && d.chunkCount === 0)).map((d) => d.id as string));
+  assert.ok(!withoutProgress.has(caught.id), 'the caught document had made progress');
   const finals: Json[] = [];
   for (const id of ids) {
     let doc: Json;
@@ -139,6 +145,18 @@ test('a worker killed mid-embedding is replaced; every document ends ready with 
       doc = await waitForStatus(stack, id, ['ready', 'failed'], { timeoutMs: Math.max(1_000, 120_000 - (Date.now() - restartedAt)) });
     } catch (err) {
       throw new Error(`${(err as Error).message}\nsecond worker output:\n${secondOutput()}`);
+    }
+    if (withoutProgress.has(id)) {
+      assert.equal(doc.status, 'failed', `document ${id}, cut short without progress, is not retried blindly`);
+      assert.equal(doc.error?.code, 'WORKER_CRASHED');
+      const events = ((await (await api(stack)(`/v1/documents/${id}/events`)).json()) as Json).events as Json[];
+      assert.deepEqual(events.slice(-2).map((e) => [e.type, e.data.code]), [['StageAttemptFailed', 'WORKER_CRASHED'], ['DocumentFailed', 'WORKER_CRASHED']]);
+      // Nothing is lost: a reprocess runs it again.
+      assert.equal((await api(stack)(`/v1/documents/${id}/reprocess`, { method: 'POST' })).status, 202);
+      doc = await waitForStatus(stack, id, ['ready', 'failed'], { timeoutMs: 60_000 });
+      assert.equal(doc.status, 'ready', `document ${id} reprocessed: ${JSON.stringify(doc.error)}`);
+      t.diagnostic(`document ${id} was cut short without progress: failed WORKER_CRASHED, then reprocessed to ready`);
+      continue;
     }
     assert.equal(doc.status, 'ready', `document ${id} ended ${doc.status}: ${JSON.stringify(doc.error)}`);
     finals.push(doc);
@@ -161,8 +179,8 @@ test('a worker killed mid-embedding is replaced; every document ends ready with 
     assert.deepEqual(missing, [], 'every chunk has an embedding');
     assert.ok(chunks.every((c) => c.run === 1));
 
-    const events = await stack.db.sql<{ type: string; batch: number | null; run: number | null }[]>`
-      select type, (data->>'batch')::int as batch, (data->>'run')::int as run
+    const events = await stack.db.sql<{ type: string; batch: number | null; run: number | null; code: string | null }[]>`
+      select type, (data->>'batch')::int as batch, (data->>'run')::int as run, data->>'code' as code
       from docpipe.events where stream_id = ${id} order by stream_version`;
     const count = (type: string) => events.filter((e) => e.type === type).length;
     assert.equal(count('DocumentChunked'), 1, 'chunked exactly once');
@@ -174,6 +192,7 @@ test('a worker killed mid-embedding is replaced; every document ends ready with 
     if (interrupted.some((d) => d.id === id)) {
       assert.ok(doc.attempts.embed >= 2, `the interrupted document was resumed by a second embed attempt (attempts.embed = ${doc.attempts.embed})`);
       assert.ok(count('EmbeddingStarted') >= 2);
+      assert.equal(events.filter((e) => e.type === 'StageAttemptFailed' && e.code === 'WORKER_CRASHED').length, 1, 'the lost attempt is in the history');
     }
   }
 

@@ -45,6 +45,7 @@ function depsWith(parser: AsyncParser, deadlineMinutes = 45): PipelineDeps {
     ctx: stack.runtime.ctx,
     storage: stack.runtime.providers.storage,
     parser,
+    chunker: stack.runtime.providers.chunker,
     embedder: createLocalEmbedder({ dimensions: 16 }),
     chunking: { maxTokens: 64, overlapTokens: 8 },
     embedBatchSize: 4,
@@ -87,15 +88,15 @@ describe('runParseResult', () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId);
     const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }));
-    assert.equal(await runParseResult(deps, job(id, providerJobId, 3), log), 'pending');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 3), { log }), 'pending');
     // The same check run twice (a retried job) schedules nothing new.
-    assert.equal(await runParseResult(deps, job(id, providerJobId, 3), log), 'pending');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 3), { log }), 'pending');
     const next = (await pollJobs(id)).filter((j) => j.data.poll === 4);
     assert.equal(next.length, 1);
     assert.equal(next[0]!.id, stableJobId(id, 1, providerJobId, 'poll', 4));
     assert.ok(Math.abs(next[0]!.delay - 8) < 1.5, `delay ${next[0]!.delay} s, expected 2^3`);
     // Far along the chain the delay is capped at 60 s.
-    await runParseResult(deps, job(id, providerJobId, 12), log);
+    await runParseResult(deps, job(id, providerJobId, 12), { log });
     const capped = (await pollJobs(id)).find((j) => j.data.poll === 13)!;
     assert.ok(Math.abs(capped.delay - 60) < 1.5, `delay ${capped.delay} s, expected 60`);
     assert.equal((await statusOf(id)).status, 'parsing');
@@ -106,7 +107,7 @@ describe('runParseResult', () => {
     const id = await submitted(providerJobId);
     const before = (await pollJobs(id)).length;
     const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }));
-    assert.equal(await runParseResult(deps, job(id, providerJobId, null), log), 'pending');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, null), { log }), 'pending');
     assert.equal((await pollJobs(id)).length, before);
   });
 
@@ -114,7 +115,7 @@ describe('runParseResult', () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId, new Date(Date.now() - 1000));
     const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }), 45);
-    assert.equal(await runParseResult(deps, job(id, providerJobId, 20), log), 'failed');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 20), { log }), 'failed');
     const row = await statusOf(id);
     assert.equal(row.status, 'failed');
     assert.equal(row.error_code, 'PARSE_TIMEOUT');
@@ -125,7 +126,7 @@ describe('runParseResult', () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId);
     const deps = depsWith(scriptedParser({ status: () => { throw new ProviderError('PARSER_UNAVAILABLE', 'HTTP 503', false, { status: 503 }); }, submits: 0 }));
-    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), log), 'pending');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), { log }), 'pending');
     assert.equal((await statusOf(id)).status, 'parsing');
     assert.ok((await pollJobs(id)).some((j) => j.data.poll === 1));
     const events = await stack.db.sql`select 1 from docpipe.events where stream_id = ${id} and type = 'StageAttemptFailed'`;
@@ -136,7 +137,7 @@ describe('runParseResult', () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId);
     const deps = depsWith(scriptedParser({ status: () => { throw new ProviderError('PARSER_AUTH_FAILED', 'LlamaParse rejected the API key (HTTP 401): check LLAMAPARSE_API_KEY', true, { status: 401 }); }, submits: 0 }));
-    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), log), 'failed');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), { log }), 'failed');
     assert.equal((await statusOf(id)).error_code, 'PARSER_AUTH_FAILED');
   });
 
@@ -145,7 +146,7 @@ describe('runParseResult', () => {
     const id = await submitted(providerJobId);
     let asked = 0;
     const deps = depsWith(scriptedParser({ status: () => (asked++, pending(providerJobId)), submits: 0 }));
-    assert.equal(await runParseResult(deps, job(id, randomUUID(), 0), log), 'skipped');
+    assert.equal(await runParseResult(deps, job(id, randomUUID(), 0), { log }), 'skipped');
     assert.equal(asked, 0, 'the provider was not even asked');
   });
 
@@ -153,8 +154,8 @@ describe('runParseResult', () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId);
     const deps = depsWith(scriptedParser({ status: () => ({ id: providerJobId, status: 'SUCCESS', errorCode: null, errorMessage: null }), submits: 0 }));
-    assert.equal(await runParseResult(deps, job(id, providerJobId, null), log), 'done');
-    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), log), 'skipped');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, null), { log }), 'done');
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), { log }), 'skipped');
     assert.equal((await statusOf(id)).status, 'parsed');
   });
 });
@@ -167,7 +168,7 @@ describe('runParseStage with a remote parser', () => {
     const key = `documents/${id}/original`;
     const stored = await stack.runtime.providers.storage.put(key, Readable.from([Buffer.from('hello')]));
     await execute(stack.runtime.ctx, id, { type: 'Upload', ownerId: 'user-a', fileName: 'a.txt', mediaType: 'text/plain', size: stored.size, sha256: stored.sha256, storageKey: key, idempotencyKey: null }, meta);
-    assert.equal(await runParseStage(deps, { documentId: id, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null }, log), 'pending');
+    assert.equal(await runParseStage(deps, { documentId: id, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null }, { log }), 'pending');
     const [poll] = await pollJobs(id);
     assert.ok(poll!.delay < 1, `first check after ${poll!.delay} s`);
   });
@@ -180,8 +181,8 @@ describe('runParseStage with a remote parser', () => {
     const stored = await stack.runtime.providers.storage.put(key, Readable.from([Buffer.from('hello')]));
     await execute(stack.runtime.ctx, id, { type: 'Upload', ownerId: 'user-a', fileName: 'a.txt', mediaType: 'text/plain', size: stored.size, sha256: stored.sha256, storageKey: key, idempotencyKey: null }, meta);
     const parseJob = { documentId: id, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null };
-    assert.equal(await runParseStage(deps, parseJob, log), 'pending');
-    assert.equal(await runParseStage(deps, parseJob, log), 'skipped');
+    assert.equal(await runParseStage(deps, parseJob, { log }), 'pending');
+    assert.equal(await runParseStage(deps, parseJob, { log }), 'skipped');
     assert.equal(script.submits, 1);
     const polls = await pollJobs(id);
     assert.equal(polls.length, 1, 'ParseSubmitted scheduled the polling backstop');

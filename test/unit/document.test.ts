@@ -94,17 +94,29 @@ describe('happy path', () => {
     };
     expectStep(UPLOAD, [{ type: 'DocumentUploaded', data: uploadedData }], afterUpload);
 
-    const afterParseStart: DocumentState = { ...afterUpload, version: 2, status: 'parsing', parseAttempts: 1 };
+    const afterParseStart: DocumentState = {
+      ...afterUpload,
+      version: 2,
+      status: 'parsing',
+      parseAttempts: 1,
+      openAttempt: { stage: 'parse', attempt: 1, batchesDone: 0, chunked: false },
+    };
     expectStep({ type: 'StartParse', run: 1, parser: 'local' }, [{ type: 'ParseStarted', data: { run: 1, attempt: 1, parser: 'local' } }], afterParseStart);
 
-    const afterParsed: DocumentState = { ...afterParseStart, version: 3, status: 'parsed', parsedKey: 'documents/d1/runs/1/parsed.md' };
+    const afterParsed: DocumentState = { ...afterParseStart, version: 3, status: 'parsed', parsedKey: 'documents/d1/runs/1/parsed.md', openAttempt: null };
     expectStep(
       PARSED(1),
       [{ type: 'ParseSucceeded', data: { run: 1, parsedKey: 'documents/d1/runs/1/parsed.md', pages: 3, characters: 1200, sha256: 'b'.repeat(64) } }],
       afterParsed,
     );
 
-    const afterEmbedStart: DocumentState = { ...afterParsed, version: 4, status: 'embedding', embedAttempts: 1 };
+    const afterEmbedStart: DocumentState = {
+      ...afterParsed,
+      version: 4,
+      status: 'embedding',
+      embedAttempts: 1,
+      openAttempt: { stage: 'embed', attempt: 1, batchesDone: 0, chunked: false },
+    };
     expectStep({ type: 'StartEmbedding', run: 1 }, [{ type: 'EmbeddingStarted', data: { run: 1, attempt: 1 } }], afterEmbedStart);
 
     const afterChunked: DocumentState = { ...afterEmbedStart, version: 5, chunkCount: 10, batchSize: 4, batches: 3, batchesDone: 0 };
@@ -126,7 +138,7 @@ describe('happy path', () => {
     expectStep(
       { type: 'MarkReady', run: 1 },
       [{ type: 'DocumentReady', data: { run: 1, chunkCount: 10 } }],
-      { ...afterChunked, version: 9, status: 'ready', batchesDone: 3 },
+      { ...afterChunked, version: 9, status: 'ready', batchesDone: 3, openAttempt: null },
     );
     assert.deepEqual(state, ready);
   });
@@ -148,17 +160,23 @@ describe('happy path', () => {
 });
 
 describe('retries', () => {
-  test('StartParse twice: attempt 2', () => {
-    const { events, state } = step(parsing, { type: 'StartParse', run: 1, parser: 'local' });
+  test('StartParse after a recorded failed attempt: attempt 2', () => {
+    const failedOnce = run([{ type: 'RecordAttemptFailure', run: 1, stage: 'parse', code: 'TIMEOUT', message: 't' }], parsing);
+    const { events, state } = step(failedOnce, { type: 'StartParse', run: 1, parser: 'local' });
     assert.deepEqual(events, [{ type: 'ParseStarted', data: { run: 1, attempt: 2, parser: 'local' } }]);
     assert.equal(state.status, 'parsing');
     assert.equal(state.parseAttempts, 2);
-    assert.equal(state.version, parsing.version + 1);
+    assert.equal(state.version, failedOnce.version + 1);
   });
 
-  test('StartEmbedding twice: attempt 2, and stored batches survive the retry (resume at batchesDone)', () => {
+  test('StartEmbedding after a crash mid-embedding: the lost attempt is recorded and embedding resumes at batchesDone', () => {
     const { events, state } = step(partlyStored, { type: 'StartEmbedding', run: 1 });
-    assert.deepEqual(events, [{ type: 'EmbeddingStarted', data: { run: 1, attempt: 2 } }]);
+    assert.equal(events.length, 2);
+    assert.equal(events[0]!.type, 'StageAttemptFailed');
+    assert.deepEqual({ ...events[0]!.data, message: undefined }, { run: 1, stage: 'embed', attempt: 1, code: 'WORKER_CRASHED', message: undefined });
+    assert.match((events[0]!.data as { message: string }).message, /worker process died.*resumes after the last stored batch/);
+    assert.deepEqual(events[1], { type: 'EmbeddingStarted', data: { run: 1, attempt: 2 } });
+    assert.equal(state.status, 'embedding');
     assert.equal(state.embedAttempts, 2);
     assert.equal(state.batchesDone, 1);
     assert.equal(state.chunkCount, 10);
@@ -169,7 +187,12 @@ describe('retries', () => {
   test('RecordAttemptFailure sets lastAttemptError; the next success clears it', () => {
     const { events, state } = step(parsing, { type: 'RecordAttemptFailure', run: 1, stage: 'parse', code: 'TIMEOUT', message: 'parser timed out' });
     assert.deepEqual(events, [{ type: 'StageAttemptFailed', data: { run: 1, stage: 'parse', attempt: 1, code: 'TIMEOUT', message: 'parser timed out' } }]);
-    assert.deepEqual(state, { ...parsing, version: parsing.version + 1, lastAttemptError: { stage: 'parse', code: 'TIMEOUT', message: 'parser timed out' } });
+    assert.deepEqual(state, {
+      ...parsing,
+      version: parsing.version + 1,
+      lastAttemptError: { stage: 'parse', code: 'TIMEOUT', message: 'parser timed out' },
+      openAttempt: null,
+    });
     assert.equal(state.status, 'parsing', 'a failed attempt does not change the status');
 
     const retried = run([{ type: 'StartParse', run: 1, parser: 'local' }], state);
@@ -196,6 +219,43 @@ describe('retries', () => {
   });
 });
 
+describe('an attempt whose worker died (no outcome recorded) is not handed out blindly again', () => {
+  test('parse: the next StartParse records the lost attempt and fails the document with WORKER_CRASHED', () => {
+    const { events, state } = step(parsing, { type: 'StartParse', run: 1, parser: 'local' });
+    assert.deepEqual(events.map((e) => e.type), ['StageAttemptFailed', 'DocumentFailed']);
+    assert.equal((events[0]!.data as { code: string }).code, 'WORKER_CRASHED');
+    assert.equal((events[0]!.data as { attempt: number }).attempt, 1);
+    assert.equal(state.status, 'failed');
+    assert.equal(state.error?.code, 'WORKER_CRASHED');
+    assert.match(state.error!.message, /worker process died while parsing this document \(attempt 1\).*Reprocess/);
+    assert.equal(state.parseAttempts, 1, 'no new attempt was started');
+    assert.equal(state.openAttempt, null);
+  });
+
+  test('embed without progress (nothing chunked or stored since it started): fails with WORKER_CRASHED', () => {
+    const { events, state } = step(embedding, { type: 'StartEmbedding', run: 1 });
+    assert.deepEqual(events.map((e) => e.type), ['StageAttemptFailed', 'DocumentFailed']);
+    assert.equal(state.error?.code, 'WORKER_CRASHED');
+    // Chunked by an earlier attempt, and this attempt stored nothing: no progress either.
+    const resumedChunked = run([{ type: 'RecordAttemptFailure', run: 1, stage: 'embed', code: 'X', message: 'x' }, { type: 'StartEmbedding', run: 1 }], chunked);
+    assert.deepEqual(decide({ type: 'StartEmbedding', run: 1 }, resumedChunked).map((e) => e.type), ['StageAttemptFailed', 'DocumentFailed']);
+  });
+
+  test('embed with progress (chunks recorded or a batch stored during the attempt): resumes', () => {
+    assert.deepEqual(decide({ type: 'StartEmbedding', run: 1 }, chunked).map((e) => e.type), ['StageAttemptFailed', 'EmbeddingStarted']);
+    assert.deepEqual(decide({ type: 'StartEmbedding', run: 1 }, partlyStored).map((e) => e.type), ['StageAttemptFailed', 'EmbeddingStarted']);
+  });
+
+  test('an attempt with an outcome is closed: failure recorded, parse submitted or succeeded, reprocess', () => {
+    assert.equal(run([{ type: 'RecordAttemptFailure', run: 1, stage: 'parse', code: 'X', message: 'x' }], parsing).openAttempt, null);
+    assert.equal(parsed.openAttempt, null);
+    const submitted = run([{ type: 'SubmitParse', run: 1, parser: 'llamaparse', providerJobId: 'j', webhook: true, pollAfterSeconds: 60, deadline: new Date(0).toISOString() }], parsing);
+    assert.equal(submitted.openAttempt, null);
+    assert.equal(ready.openAttempt, null);
+    assert.equal(run([{ type: 'Reprocess', reason: null }], failed).openAttempt, null);
+  });
+});
+
 describe('failure', () => {
   const active: [string, DocumentState][] = [
     ['uploaded', uploaded],
@@ -209,7 +269,7 @@ describe('failure', () => {
       const stage = state.status === 'embedding' || state.status === 'parsed' ? 'embed' : 'parse';
       const { events, state: next } = step(state, { type: 'Fail', run: 1, stage, code: 'DEAD_LETTERED', message: 'retries exhausted' });
       assert.deepEqual(events, [{ type: 'DocumentFailed', data: { run: 1, stage, code: 'DEAD_LETTERED', message: 'retries exhausted' } }]);
-      assert.deepEqual(next, { ...state, version: state.version + 1, status: 'failed', error: { code: 'DEAD_LETTERED', message: 'retries exhausted' } });
+      assert.deepEqual(next, { ...state, version: state.version + 1, status: 'failed', error: { code: 'DEAD_LETTERED', message: 'retries exhausted' }, openAttempt: null });
     });
   }
 
@@ -393,9 +453,10 @@ describe('transition table: every (state, command) pair', () => {
   // embedding (all stored), ready, failed, deleted. A cell is the event type or the error code.
   const table: Record<string, string[]> = {
     Upload: ['DocumentUploaded', EX, EX, EX, EX, EX, EX, EX, EX, EX],
-    StartParse: [NF, 'ParseStarted', 'ParseStarted', IL, IL, IL, IL, IL, IL, NF],
+    // An attempt still open when the next one starts died with its worker (see the describe above).
+    StartParse: [NF, 'ParseStarted', 'StageAttemptFailed+DocumentFailed', IL, IL, IL, IL, IL, IL, NF],
     CompleteParse: [NF, IL, 'ParseSucceeded', IL, IL, IL, IL, IL, IL, NF],
-    StartEmbedding: [NF, IL, IL, 'EmbeddingStarted', 'EmbeddingStarted', 'EmbeddingStarted', 'EmbeddingStarted', IL, IL, NF],
+    StartEmbedding: [NF, IL, IL, 'EmbeddingStarted', 'StageAttemptFailed+DocumentFailed', 'StageAttemptFailed+EmbeddingStarted', 'StageAttemptFailed+EmbeddingStarted', IL, IL, NF],
     RecordChunks: [NF, IL, IL, IL, 'DocumentChunked', IL, IL, IL, IL, NF],
     StoreEmbeddingBatch: [NF, IL, IL, IL, IL, 'EmbeddingBatchStored', IL, IL, IL, NF],
     MarkReady: [NF, IL, IL, IL, IL, IL, 'DocumentReady', IL, IL, NF],
@@ -420,8 +481,8 @@ describe('transition table: every (state, command) pair', () => {
           assertDomainError(() => decide(command, state), expected as DomainErrorCode, state.status);
         } else {
           const { events, state: next } = step(state, command);
-          assert.deepEqual(events.map((e) => e.type), [expected]);
-          assert.equal(next.version, state.version + 1);
+          assert.deepEqual(events.map((e) => e.type), expected.split('+'));
+          assert.equal(next.version, state.version + events.length);
         }
       });
     }

@@ -3,7 +3,7 @@
 import type { Job, JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
-import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
+import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type JobContext, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
 import { runMaintenance } from '../../documents/maintenance.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
@@ -11,7 +11,7 @@ import type { Providers } from '../../providers/index.ts';
 import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
 
 export interface WorkerDeps {
-  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook'>;
+  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs'>;
   boss: PgBoss;
   ctx: CommandContext;
   providers: Providers;
@@ -19,9 +19,16 @@ export interface WorkerDeps {
 }
 
 export interface RunningWorker {
-  /** Stops fetching; in-flight jobs finish (pg-boss's graceful stop waits for them). */
-  stop(): Promise<void>;
+  /**
+   * Stops fetching; in-flight jobs get `graceMs` (default 60 % of SHUTDOWN_TIMEOUT_MS) to finish.
+   * Jobs still running then are aborted: their sandbox tasks are killed and their attempts
+   * recorded as WORKER_SHUTDOWN, so pg-boss retries them later and nobody mistakes them for a crash.
+   */
+  stop(options?: { graceMs?: number }): Promise<void>;
 }
+
+/** How long aborted jobs get to record their attempts before stop() returns anyway. */
+const ABORT_SETTLE_MS = 3_000;
 
 const MAINTENANCE_CRON = '*/15 * * * *';
 
@@ -41,12 +48,16 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     },
   };
   const log = deps.logger.child({ service: 'worker' });
+  const shutdown = new AbortController();
+  const inFlight = new Set<Promise<unknown>>();
 
-  async function run(queue: QueueName, job: Job<JobData> | JobWithMetadata<JobData>, body: (jobLog: Logger) => Promise<StageOutcome>) {
+  async function run(queue: QueueName, job: Job<JobData> | JobWithMetadata<JobData>, body: (context: JobContext) => Promise<StageOutcome>) {
     const jobLog = log.child({ queue, jobId: job.id, documentId: job.data.documentId, run: job.data.run, requestId: job.data.requestId, retryCount: job.retryCount });
     const stop = stageDuration.startTimer({ stage: queue.replace(/^docpipe-/, '') });
+    const running = body({ log: jobLog, signal: shutdown.signal });
+    inFlight.add(running);
     try {
-      const outcome = await body(jobLog);
+      const outcome = await running;
       stop({ outcome });
       jobsCompleted.inc({ queue });
       jobLog.info({ outcome }, 'job finished');
@@ -55,6 +66,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       jobsFailed.inc({ queue });
       jobLog.warn({ err }, 'job attempt failed; pg-boss retries it with backoff');
       throw err;
+    } finally {
+      inFlight.delete(running);
     }
   }
 
@@ -63,14 +76,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     pollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
     notifyPollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
   };
-  const stage = (queue: QueueName, body: (data: JobData, l: Logger) => Promise<StageOutcome>) =>
-    deps.boss.work<JobData>(queue, options, async ([job]) => run(queue, job!, (l) => body(job!.data, l)));
-  await stage(QUEUES.parse, (data, l) => runParseStage(pipeline, data, l));
-  await stage(QUEUES.parseResult, (data, l) => runParseResult(pipeline, data, l));
-  await stage(QUEUES.embed, (data, l) => runEmbedStage(pipeline, data, l));
+  const stage = (queue: QueueName, body: (data: JobData, context: JobContext) => Promise<StageOutcome>) =>
+    deps.boss.work<JobData>(queue, options, async ([job]) => run(queue, job!, (context) => body(job!.data, context)));
+  await stage(QUEUES.parse, (data, context) => runParseStage(pipeline, data, context));
+  await stage(QUEUES.parseResult, (data, context) => runParseResult(pipeline, data, context));
+  await stage(QUEUES.embed, (data, context) => runEmbedStage(pipeline, data, context));
   await stage(QUEUES.purge, (data) => runPurge(pipeline, data));
   await deps.boss.work(QUEUES.maintenance, options, async ([job]) =>
-    run(QUEUES.maintenance, job! as Job<JobData>, async (l) => {
+    run(QUEUES.maintenance, job! as Job<JobData>, async ({ log: l }) => {
       await runMaintenance({ sql: deps.ctx.sql, storage: deps.providers.storage, webhookRetentionDays: deps.config.webhook.deliveryRetentionDays }, l);
       return 'done';
     }),
@@ -78,16 +91,24 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // Stored in the database and fired once per slot across every worker (pg-boss's cron).
   await deps.boss.schedule(QUEUES.maintenance, MAINTENANCE_CRON);
   await deps.boss.work(QUEUES.deadLetter, { ...options, includeMetadata: true as const }, async ([job]: JobWithMetadata<JobData>[]) =>
-    run(QUEUES.deadLetter, job!, async (l) => {
+    run(QUEUES.deadLetter, job!, async ({ log: l }) => {
       const source = STAGE_OF[job!.sourceName ?? ''] ?? null;
       l.warn({ sourceQueue: job!.sourceName, sourceRetryCount: job!.sourceRetryCount }, 'stage retries exhausted');
       return runDeadLetter(pipeline, job!.data, source, job!.sourceRetryCount);
     }),
   );
   log.info({ queues: Object.values(QUEUES), concurrency: options.localConcurrency }, 'worker started');
+  const settled = (ms: number) =>
+    Promise.race([Promise.allSettled([...inFlight]), new Promise((resolve) => setTimeout(resolve, ms).unref())]);
   return {
-    async stop() {
-      await Promise.all(Object.values(QUEUES).map((q) => deps.boss.offWork(q, { wait: true })));
+    async stop({ graceMs = Math.round(deps.config.shutdownTimeoutMs * 0.6) } = {}) {
+      await Promise.all(Object.values(QUEUES).map((q) => deps.boss.offWork(q, { wait: false })));
+      await settled(graceMs);
+      if (inFlight.size > 0) {
+        log.warn({ jobs: inFlight.size, graceMs }, 'jobs still running at the end of the drain: aborting them; they are retried later');
+        shutdown.abort();
+        await settled(ABORT_SETTLE_MS);
+      }
     },
   };
 }

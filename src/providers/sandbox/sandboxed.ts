@@ -1,0 +1,30 @@
+// The local parser and the chunker as the worker uses them: each call is a task in the sandbox
+// (pool.ts), so a hostile document costs a child process, never the worker.
+import type { Chunk, ChunkOptions, Chunker, MediaType, ParsedDocument, ParserLimits, SyncParser } from '../types.ts';
+import { SandboxTaskError, type RunOptions, type Sandbox } from './pool.ts';
+import { rebuildError, type SandboxTask } from './tasks.ts';
+
+async function runTask<T>(sandbox: Sandbox, task: SandboxTask, options?: RunOptions): Promise<T> {
+  try {
+    return await sandbox.run<T>(task, options);
+  } catch (err) {
+    if (err instanceof SandboxTaskError) throw rebuildError(err.error);
+    throw err;
+  }
+}
+
+export function createSandboxedParser(sandbox: Sandbox, limits: ParserLimits): SyncParser {
+  return {
+    kind: 'local',
+    mode: 'sync',
+    parse: (bytes: Buffer, mediaType: MediaType, options?: RunOptions) =>
+      runTask<ParsedDocument>(sandbox, { kind: 'parse', bytes, mediaType, limits }, options),
+  };
+}
+
+export function createSandboxedChunker(sandbox: Sandbox): Chunker {
+  return {
+    chunk: (markdown: Uint8Array, options: ChunkOptions, runOptions?: RunOptions) =>
+      runTask<Chunk[]>(sandbox, { kind: 'chunk', markdown, options }, runOptions),
+  };
+}
