@@ -123,3 +123,18 @@ export const webhookAuthFailures = new Counter({
   labelNames: ['provider', 'reason'] as const,
   registers: [registry],
 });
+
+export const sandboxTasks = new Counter({
+  name: 'docpipe_sandbox_tasks_total',
+  help: 'Tasks of the parse/chunk sandbox by outcome: ok, error (the document was refused or unreadable), memory, time, crash (the child was killed or died), aborted (worker shutdown), unavailable (no child could be started).',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+export const sandboxTaskDuration = new Histogram({
+  name: 'docpipe_sandbox_task_duration_seconds',
+  help: 'Time one sandbox task ran in its child process (queueing excluded), by outcome.',
+  labelNames: ['outcome'] as const,
+  buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300],
+  registers: [registry],
+});

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/client.ts';
 import type { Logger } from '../observability/logger.ts';
+import { sandboxTaskDuration, sandboxTasks } from '../observability/metrics.ts';
 import { createRateBudget } from './embedder/budget.ts';
 import { createLocalEmbedder } from './embedder/local.ts';
 import { createOpenAIEmbedder } from './embedder/openai.ts';
@@ -20,7 +21,9 @@ export interface Providers {
   /** Chunks parsed markdown, in the sandbox, whatever the parser. */
   chunker: Chunker;
   embedder: Embedder;
-  /** Stops the sandbox's child processes (they start on the first task, so only the worker has any). */
+  /** Starts the sandbox's processes ahead of the first document (the worker calls it; the api and webhook never start any). */
+  warm(): void;
+  /** Stops the sandbox's processes. */
   close(): Promise<void>;
 }
 
@@ -47,9 +50,14 @@ export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'emb
     memoryMb: config.sandbox.memoryMb,
     timeoutMs: config.sandbox.timeoutSeconds * 1000,
     logger: context.logger,
+    observe: (outcome, seconds) => {
+      sandboxTasks.inc({ outcome });
+      sandboxTaskDuration.observe({ outcome }, seconds);
+    },
   });
   return {
     chunker: createSandboxedChunker(sandbox),
+    warm: () => sandbox.warm(),
     close: () => sandbox.close(),
     storage: createStorage(config, context.uploadSigningKey),
     parser:

@@ -65,3 +65,6 @@ process.on('message', (request: SandboxRequest) => {
     (err: unknown) => process.send?.({ id: request.id, ok: false, error: serializeError(err) } satisfies SandboxReply),
   );
 });
+
+// Modules are loaded: the pool starts the clock of a task from here.
+process.send?.({ ready: true } satisfies SandboxReply);

@@ -2,6 +2,7 @@
 // wrong (memory outside and inside the V8 heap, time, a crash, an abort) kills only its child,
 // fails only that task with the right reason, and leaves the pool serving the next one.
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { test } from 'node:test';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createSandbox, SandboxAbortedError, SandboxTaskError, SandboxUnavailableError, type Sandbox } from '../../src/providers/sandbox/pool.ts';
@@ -85,6 +86,13 @@ test('a stack overflow inside the child comes back as DOCUMENT_TOO_COMPLEX (stac
   assert.equal(rebuilt.reason, 'stack');
   assert.ok(rebuildError({ name: 'DocumentLimitError', message: 'm', setting: 'PDF_MAX_PAGES' }) instanceof DocumentLimitError);
   assert.ok(rebuildError({ name: 'TypeError', message: 'x is undefined' }) instanceof UnparseableDocumentError);
+});
+
+test('one signal shared by many tasks (the worker\'s shutdown signal) keeps no listener once they are done', async (t) => {
+  const sandbox = pool(t, { processes: 2 });
+  const controller = new AbortController();
+  await Promise.all(Array.from({ length: 20 }, (_, i) => run(sandbox, { kind: 'echo', value: i }, controller.signal)));
+  assert.equal(getEventListeners(controller.signal, 'abort').length, 0);
 });
 
 test('an abort kills the running task (SandboxAbortedError, not the document\'s fault) and drops a queued one', async (t) => {

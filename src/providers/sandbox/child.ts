@@ -45,3 +45,6 @@ process.on('message', (request: SandboxRequest) => {
 function reply(message: SandboxReply): void {
   process.send?.(message);
 }
+
+// Modules are loaded: the pool starts the clock of a task from here.
+process.send?.({ ready: true } satisfies SandboxReply);

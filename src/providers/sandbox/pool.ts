@@ -29,7 +29,11 @@ export interface SandboxOptions {
   logger: Logger;
   /** How often the resident set of a busy child is read (default 100 ms). */
   watchIntervalMs?: number;
+  /** Called once per task that reached a child, with how it ended and how long it ran. */
+  observe?(outcome: TaskOutcome, seconds: number): void;
 }
+
+export type TaskOutcome = 'ok' | 'error' | 'memory' | 'time' | 'crash' | 'aborted' | 'unavailable';
 
 /** Aborting the signal kills the child running the task; the task rejects with SandboxAbortedError. */
 export type RunOptions = TaskOptions;
@@ -44,6 +48,8 @@ export interface SandboxStats {
 
 export interface Sandbox {
   run<T>(task: unknown, options?: RunOptions): Promise<T>;
+  /** Starts every process now instead of at the first tasks (each loads its modules once, ~0.5 s). */
+  warm(): void;
   stats(): SandboxStats;
   /** Kills every child; queued and running tasks reject. */
   close(): Promise<void>;
@@ -55,9 +61,12 @@ export interface SandboxRequest {
   task: unknown;
 }
 
+export type TaskReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: SerializedError };
+
 export type SandboxReply =
-  | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: SerializedError };
+  | TaskReply
+  /** Sent once, when the child has loaded its modules: time limits start from here. */
+  | { ready: true };
 
 export interface SerializedError {
   name: string;
@@ -87,19 +96,24 @@ export class SandboxTaskError extends Error {
 interface Pending {
   task: unknown;
   signal: AbortSignal | undefined;
+  /** Drops the task while it waits in the queue; removed once a child takes it. */
+  onQueuedAbort?: () => void;
   resolve(value: unknown): void;
   reject(err: unknown): void;
 }
 
 interface Child {
   process: ChildProcess;
-  current: (Pending & { id: number; timer: NodeJS.Timeout; onAbort?: () => void; killedFor?: 'memory' | 'time' | 'aborted'; sendFailed?: Error }) | null;
+  /** The child said it has loaded; until then a task's time limit has not started. */
+  ready: boolean;
+  current: (Pending & { id: number; startedAt: number; timer: NodeJS.Timeout | null; onAbort?: () => void; killedFor?: 'memory' | 'time' | 'aborted'; sendFailed?: Error }) | null;
   /** The last few KB of the child's stderr: V8 says why it died there. */
   stderrTail: string;
   peakRssBytes: number;
 }
 
 const PAGE_SIZE = 4096;
+const BOOT_TIMEOUT_MS = 30_000;
 /** A child that ends a task above this share of its memory limit is replaced (its heap stays grown). */
 const RECYCLE_SHARE = 0.5;
 
@@ -155,14 +169,27 @@ export function createSandbox(options: SandboxOptions): Sandbox {
       serialization: 'advanced',
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });
-    const child: Child = { process: proc, current: null, stderrTail: '', peakRssBytes: 0 };
+    const child: Child = { process: proc, ready: false, current: null, stderrTail: '', peakRssBytes: 0 };
     children.add(child);
     stats.started++;
     proc.stderr?.setEncoding('utf8');
     proc.stderr?.on('data', (chunk: string) => {
       child.stderrTail = (child.stderrTail + chunk).slice(-4096);
     });
-    proc.on('message', (message: SandboxReply) => finish(child, message));
+    // A child that cannot load its modules in this time is replaced; its task is retried.
+    const boot = setTimeout(() => {
+      if (!child.ready) proc.kill('SIGKILL');
+    }, BOOT_TIMEOUT_MS);
+    boot.unref();
+    proc.on('message', (message: SandboxReply) => {
+      if ('ready' in message) {
+        clearTimeout(boot);
+        child.ready = true;
+        if (child.current) startClock(child);
+        return;
+      }
+      finish(child, message);
+    });
     proc.on('error', (err) => {
       // A failed spawn (EAGAIN, ENOMEM) or a broken IPC channel; 'exit' follows when it ran.
       log.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'sandbox process error');
@@ -180,17 +207,22 @@ export function createSandbox(options: SandboxOptions): Sandbox {
     const task = child.current;
     child.current = null;
     if (task) {
-      clearTimeout(task.timer);
+      if (task.timer) clearTimeout(task.timer);
       if (task.onAbort) task.signal?.removeEventListener('abort', task.onAbort);
       stats.busy--;
-      const infrastructure = spawnError ?? task.sendFailed;
+      // A child that died before it said it was ready never saw the document.
+      const infrastructure = spawnError ?? task.sendFailed ?? (child.ready || task.killedFor === 'aborted' ? undefined : new Error(`it exited while starting (${signal ?? `exit code ${code}`}): ${child.stderrTail.slice(-300)}`));
+      let outcome: TaskOutcome;
       if (infrastructure) {
+        outcome = 'unavailable';
         task.reject(new SandboxUnavailableError(`the sandbox process could not take the task: ${infrastructure.message}`, { cause: infrastructure }));
       } else {
+        outcome = task.killedFor ?? (outOfHeap(child) ? 'memory' : 'crash');
         task.reject(deathError(child, task.killedFor, code, signal));
-        if (task.killedFor === 'aborted') stats.killed.aborted++;
-        else stats.killed[task.killedFor ?? (outOfHeap(child) ? 'memory' : 'crash')]++;
+        stats.killed[outcome]++;
+        log.warn({ outcome, peakRssMb: Math.round(child.peakRssBytes / (1024 * 1024)), code, signal }, 'a sandbox process was killed or died during a task');
       }
+      options.observe?.(outcome, (performance.now() - task.startedAt) / 1000);
     } else if (!closed && code !== 0) {
       log.warn({ code, signal, stderr: child.stderrTail.slice(-500) }, 'an idle sandbox process exited');
     }
@@ -219,13 +251,14 @@ export function createSandbox(options: SandboxOptions): Sandbox {
     }
   }
 
-  function finish(child: Child, message: SandboxReply): void {
+  function finish(child: Child, message: TaskReply): void {
     const task = child.current;
     if (!task || message.id !== task.id) return;
-    clearTimeout(task.timer);
+    if (task.timer) clearTimeout(task.timer);
     if (task.onAbort) task.signal?.removeEventListener('abort', task.onAbort);
     child.current = null;
     stats.busy--;
+    options.observe?.(message.ok ? 'ok' : 'error', (performance.now() - task.startedAt) / 1000);
     if (message.ok) task.resolve(message.result);
     else task.reject(new SandboxTaskError(message.error));
     void release(child);
@@ -266,10 +299,19 @@ export function createSandbox(options: SandboxOptions): Sandbox {
     stats.queued = queue.length;
   }
 
+  /** The task's time limit runs from when the child can work on it, not from its start-up. */
+  function startClock(child: Child): void {
+    const task = child.current!;
+    task.startedAt = performance.now();
+    task.timer = setTimeout(() => kill(child, 'time'), options.timeoutMs);
+  }
+
   function start(child: Child, pending: Pending): void {
     const id = nextId++;
-    const timer = setTimeout(() => kill(child, 'time'), options.timeoutMs);
-    child.current = { ...pending, id, timer };
+    // One signal serves every job of a worker: listeners must not pile up on it.
+    if (pending.onQueuedAbort) pending.signal?.removeEventListener('abort', pending.onQueuedAbort);
+    child.current = { ...pending, id, timer: null, startedAt: performance.now() };
+    if (child.ready) startClock(child);
     if (pending.signal) {
       const onAbort = () => kill(child, 'aborted');
       child.current.onAbort = onAbort;
@@ -286,7 +328,7 @@ export function createSandbox(options: SandboxOptions): Sandbox {
       });
     } catch (err) {
       // The task cannot be serialized (a caller's bug): fail it, keep the child.
-      clearTimeout(timer);
+      if (child.current.timer) clearTimeout(child.current.timer);
       if (child.current.onAbort) pending.signal?.removeEventListener('abort', child.current.onAbort);
       child.current = null;
       stats.busy--;
@@ -304,18 +346,30 @@ export function createSandbox(options: SandboxOptions): Sandbox {
         const pending: Pending = { task, signal, resolve: resolve as (value: unknown) => void, reject };
         if (signal) {
           // Still queued when aborted: drop it without touching a child.
-          signal.addEventListener('abort', () => {
+          pending.onQueuedAbort = () => {
             const index = queue.indexOf(pending);
             if (index >= 0) {
               queue.splice(index, 1);
               stats.queued = queue.length;
               reject(new SandboxAbortedError());
             }
-          }, { once: true });
+          };
+          signal.addEventListener('abort', pending.onQueuedAbort, { once: true });
         }
         queue.push(pending);
         dispatch();
       });
+    },
+    warm() {
+      while (!closed && children.size < options.processes) {
+        try {
+          idle.push(spawnChild());
+        } catch (err) {
+          log.warn({ err: { message: (err as Error).message } }, 'could not start a sandbox process ahead of time');
+          break;
+        }
+      }
+      stats.processes = children.size;
     },
     stats: () => ({ ...stats, killed: { ...stats.killed } }),
     async close() {

@@ -48,6 +48,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     },
   };
   const log = deps.logger.child({ service: 'worker' });
+  deps.providers.warm();
   const shutdown = new AbortController();
   const inFlight = new Set<Promise<unknown>>();
 
