@@ -82,7 +82,7 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
       const worker = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
       closers.push(() => worker.stop());
       if (services.length === 1) {
-        const health = createHttpApp({ service: 'worker', logger });
+        const health = createHttpApp({ service: 'worker', logger, maxConnections: config.http.maxConnections });
         registerHealth(health, [{ name: 'database', check: async () => void (await runtime.sql`select 1`) }, ...runtime.readiness]);
         urls.worker = await listen(health, config.host, config.workerPort);
         closers.push(() => health.close());

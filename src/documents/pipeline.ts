@@ -65,6 +65,29 @@ function stopIfShuttingDown(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new StageInterruptedError();
 }
 
+/**
+ * `work`, unless the worker starts shutting down first: then the attempt ends (and is recorded)
+ * at once, and `work` is left to finish or die with the process. For calls that take no signal
+ * of their own, such as a large upload to a remote parser (a job it leaves behind is ignored).
+ */
+async function unlessShuttingDown<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) {
+    work.catch(() => {}); // abandoned: its failure has no one to tell
+    throw new StageInterruptedError();
+  }
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new StageInterruptedError());
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
 /** A failure that retrying cannot fix: the document fails at once, with this code. */
 export class PermanentStageError extends Error {
   constructor(
@@ -193,7 +216,7 @@ export async function runParseStage(deps: PipelineDeps, job: JobData, context: J
     if (failedByCrash(state, log)) return 'failed';
     opened();
     const bytes = await buffer(await deps.storage.get(state.storageKey!));
-    if (deps.parser.mode === 'async') return submitRemoteParse(deps, deps.parser, job, state, bytes, log);
+    if (deps.parser.mode === 'async') return submitRemoteParse(deps, deps.parser, job, state, bytes, log, signal);
     const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType, { signal });
     await storeParsed(deps, job, parsed, null);
     return 'done';
@@ -220,7 +243,15 @@ async function storeParsed(deps: PipelineDeps, job: JobData, parsed: ParsedDocum
  * Hands the document to a remote parser and records its job id. The webhook (if configured)
  * or the polling chain scheduled by ParseSubmitted finishes the parse in runParseResult.
  */
-async function submitRemoteParse(deps: PipelineDeps, parser: AsyncParser, job: JobData, state: DocumentState, bytes: Buffer, log: Logger): Promise<StageOutcome> {
+async function submitRemoteParse(
+  deps: PipelineDeps,
+  parser: AsyncParser,
+  job: JobData,
+  state: DocumentState,
+  bytes: Buffer,
+  log: Logger,
+  signal: AbortSignal | undefined,
+): Promise<StageOutcome> {
   const { webhookBaseUrl, webhookSecret, pollAfterSeconds, deadlineMinutes } = deps.remoteParse;
   const webhook =
     webhookBaseUrl && webhookSecret
@@ -229,7 +260,10 @@ async function submitRemoteParse(deps: PipelineDeps, parser: AsyncParser, job: J
           headers: { [WEBHOOK_TOKEN_HEADER]: webhookCredential(webhookSecret, parser.kind, job.documentId, job.run) },
         }
       : null;
-  const { jobId, status } = await parser.submit({ bytes, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook });
+  const { jobId, status } = await unlessShuttingDown(
+    parser.submit({ bytes, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook }),
+    signal,
+  );
   // Finished already (a cache hit, which may send no webhook): check at once. No webhooks: poll
   // from the first second. Otherwise give the webhook its grace period.
   const firstCheck = status !== undefined && status !== 'PENDING' ? 0 : webhook ? pollAfterSeconds : 1;
@@ -389,9 +423,8 @@ export async function runEmbedStage(deps: PipelineDeps, job: JobData, context: J
 
     const batchSize = state.batchSize!;
     for (let batch = state.batchesDone; batch < state.batches!; batch++) {
-      stopIfShuttingDown(signal);
       const slice = chunks.slice(batch * batchSize, (batch + 1) * batchSize);
-      const vectors = await deps.embedder.embed(slice.map((c) => c.text));
+      const vectors = await unlessShuttingDown(deps.embedder.embed(slice.map((c) => c.text)), signal);
       const fromChunk = batch * batchSize;
       ({ state } = await execute(
         deps.ctx,

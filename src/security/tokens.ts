@@ -50,12 +50,25 @@ export function createTokenVerifier(settings: JwtSettings): (token: string) => P
     if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 255) {
       throw new AuthError('AUTH_INVALID_TOKEN', 'the token has no usable sub claim');
     }
-    return {
+    const principal: Principal = {
       sub: claims.sub,
       role: typeof claims.role === 'string' ? claims.role : null,
       email: typeof claims.email === 'string' ? claims.email : null,
     };
+    // Every principal string may end up in SQL or an event's jsonb (sub does: owner_id, actor),
+    // where a NUL or an unpaired surrogate would fail the statement with a 500.
+    for (const [claim, value] of Object.entries(principal)) {
+      if (typeof value === 'string' && !isStorableText(value)) {
+        throw new AuthError('AUTH_INVALID_TOKEN', `the token's ${claim} claim is not valid text (a NUL character or an unpaired surrogate)`);
+      }
+    }
+    return principal;
   };
+}
+
+/** Postgres text and jsonb hold it: no U+0000, no unpaired UTF-16 surrogate. */
+function isStorableText(value: string): boolean {
+  return !value.includes('\0') && value.isWellFormed();
 }
 
 /** Signs a Supabase-shaped user token. For the development default and tests, not production. */

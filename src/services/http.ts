@@ -1,8 +1,10 @@
 // The Fastify base shared by the api and webhook services (and the worker's health port):
 // request ids, one error shape for every 4xx/5xx, 5xx details kept out of responses, the HTTP
-// duration histogram, and explicit server timeouts.
+// duration histogram, strict JSON validation, explicit server timeouts and a connection cap.
 import { randomUUID } from 'node:crypto';
-import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../observability/logger.ts';
 import { httpRequestDuration } from '../observability/metrics.ts';
@@ -23,12 +25,34 @@ export interface HttpAppOptions {
   service: string;
   logger: Logger;
   bodyLimit?: number;
+  /** server.maxConnections: connections past it are closed at once (MAX_CONNECTIONS). Unset: no cap. */
+  maxConnections?: number;
+}
+
+/** Node's headersTimeout: a client gets this long to send its request line and headers. */
+export const HEADERS_TIMEOUT_MS = 15_000;
+
+/**
+ * The client closed the connection before its request was complete: nothing can be answered,
+ * and it is the client's doing, not ours (logged at info, never as an error).
+ */
+export function clientAborted(request: FastifyRequest): boolean {
+  return !request.raw.complete && (request.raw.destroyed || request.raw.socket?.destroyed === true);
+}
+
+/** Ajv's message for a refused extra property names the schema path, not the property: name it. */
+function validationMessage(err: FastifyError): string {
+  const extra = err.validation?.find((e) => e.keyword === 'additionalProperties');
+  const property = (extra?.params as { additionalProperty?: unknown } | undefined)?.additionalProperty;
+  if (typeof property !== 'string') return err.message;
+  const where = `${err.validationContext ?? 'body'}${extra!.instancePath ? extra!.instancePath.replaceAll('/', '.') : ''}`;
+  return `${where} has a property that is not allowed: ${JSON.stringify(property.slice(0, 100))}`;
 }
 
 /** Maps Fastify's and plugins' own errors (validation, multipart, JWT) to our stable codes. */
 function classify(err: FastifyError): { status: number; code: string; message: string; headers?: Record<string, string> } {
   if (err instanceof HttpError) return { status: err.statusCode, code: err.code, message: err.message, headers: err.headers };
-  if (err.validation) return { status: 400, code: 'VALIDATION_ERROR', message: err.message };
+  if (err.validation) return { status: 400, code: 'VALIDATION_ERROR', message: validationMessage(err) };
   if (err instanceof ProviderError) {
     // A provider (storage, typically) failed on the request path: 503 with Retry-After when it
     // may pass, 502 when it will not (an access problem the operator must fix). The messages of
@@ -52,6 +76,33 @@ function classify(err: FastifyError): { status: number; code: string; message: s
   }
 }
 
+/**
+ * Errors Node raises before there is a request to route (a head that is too slow, too large or
+ * not HTTP), answered in the one error shape too instead of Fastify's own. Not logged: they
+ * are the client's, and a flood of them must stay cheap.
+ */
+function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'REQUEST_TIMEOUT', 'the request did not arrive in time']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'HEADERS_TOO_LARGE', 'the request headers are too large']
+        : [400, 'BAD_REQUEST', 'the request is not valid HTTP/1.1'];
+  const requestId = randomUUID();
+  const body = JSON.stringify({ error: { code, message, requestId } });
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
+}
+
+/** Requests answered with a deliberate 5xx (an HttpError), not logged as failures. */
+const deliberate = new WeakSet<object>();
+
 export function createHttpApp(options: HttpAppOptions): App {
   const app = Fastify({
     loggerInstance: options.logger.child({ service: options.service }),
@@ -60,16 +111,45 @@ export function createHttpApp(options: HttpAppOptions): App {
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: true }),
+    clientErrorHandler,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
+    // Fastify's Ajv strips properties a schema does not allow by default: a client's typo or
+    // a field it believes we honour would vanish silently. Refuse them (400 VALIDATION_ERROR).
+    ajv: { customOptions: { removeAdditional: false } },
     // Explicit timeouts: a slow client cannot hold a socket forever. Uploads stream, so the
-    // request timeout is generous; long-polls end well within it.
+    // request timeout is generous (the API also cuts off bodies below a minimum rate, see
+    // api/upload-guard.ts); long-polls end well within it.
     connectionTimeout: 0,
     requestTimeout: 15 * 60 * 1000,
     keepAliveTimeout: 72_000,
+    http: {
+      // Slowloris: a client dribbling its header bytes, or a connection that sends nothing,
+      // is cut off after this (Node's default is 60 s, and requestTimeout is 15 minutes). Node
+      // enforces these timeouts when it sweeps its connections (every 30 s by default): sweep
+      // more often for the bound to hold.
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: 2_000,
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     trustProxy: false,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  if (options.maxConnections !== undefined) {
+    app.server.maxConnections = options.maxConnections;
+    // Node closes connections past the cap silently; say so, at most once a minute (a flood
+    // of drops must not become a flood of log lines).
+    let dropped = 0;
+    let reportedAt = 0;
+    app.server.on('drop', () => {
+      dropped++;
+      const now = Date.now();
+      if (now - reportedAt < 60_000) return;
+      app.log.warn({ dropped, maxConnections: options.maxConnections }, 'connection limit reached: new connections are being closed (MAX_CONNECTIONS)');
+      reportedAt = now;
+      dropped = 0;
+    });
+  }
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
@@ -81,12 +161,22 @@ export function createHttpApp(options: HttpAppOptions): App {
       { service: options.service, method: request.method, route, status_code: String(reply.statusCode) },
       reply.elapsedTime / 1000,
     );
-    if (reply.statusCode >= 500) request.log.error({ statusCode: reply.statusCode, route }, 'request failed');
+    if (reply.statusCode >= 500 && !deliberate.has(request)) request.log.error({ statusCode: reply.statusCode, route }, 'request failed');
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (clientAborted(request)) {
+      // Whatever failed (storage, the multipart parser, the socket), the cause is the client
+      // leaving: one info line, no stack; the answer is only for the metrics and the log.
+      const code = err instanceof HttpError && err.code === 'UPLOAD_ABORTED' ? err.code : 'CLIENT_ABORTED';
+      request.log.info({ code, statusCode: 400, route: request.routeOptions.url }, 'the client closed the connection before the request was complete');
+      return reply.status(400).send({ error: { code, message: 'the client closed the connection before the request was complete', requestId: request.id } });
+    }
     const { status, code, message, headers } = classify(err);
-    if (status >= 500) request.log.error({ err }, 'unhandled error');
+    // A 5xx we chose to send (SERVER_BUSY shedding load, a webhook BUSY) is no failure of ours:
+    // under a flood it must not become a flood of error lines with stacks.
+    if (status >= 500 && err instanceof HttpError) deliberate.add(request);
+    if (status >= 500 && !deliberate.has(request)) request.log.error({ err }, 'unhandled error');
     else request.log.info({ code, statusCode: status }, message);
     if (headers) reply.headers(headers);
     return reply.status(status).send({ error: { code, message, requestId: request.id } });

@@ -246,19 +246,18 @@ test('uploads: size, type, emptiness and multipart shape are checked, and a refu
     });
   });
 
-  await t.test('multipart whose only part has no usable header -> 400 MISSING_FILE', async () => {
-    // busboy skips a header line without a colon, so the part has no content-disposition: no file.
+  await t.test('multipart whose only part has no usable header -> 400 INVALID_MULTIPART', async () => {
+    // A header line without a colon: the part has no Content-Disposition, so it is no form part at all.
     const broken = '------b\r\nthis header has no colon\r\n\r\nhello\r\n------b--\r\n';
     await storesNothing(async () => {
-      await expectError(await post(broken, { 'content-type': 'multipart/form-data; boundary=----b' }), 400, 'MISSING_FILE');
+      await expectError(await post(broken, { 'content-type': 'multipart/form-data; boundary=----b' }), 400, 'INVALID_MULTIPART');
     });
   });
 
-  await t.test('multipart with no file part -> 400 MISSING_FILE', async () => {
-    const f = new FormData();
-    f.append('note', 'I forgot the file');
+  await t.test('multipart with no part at all -> 400 MISSING_FILE', async () => {
+    // (A form field instead of the file is UNEXPECTED_FIELD: test/e2e/strict-input.test.ts.)
     await storesNothing(async () => {
-      await expectError(await post(f), 400, 'MISSING_FILE');
+      await expectError(await post(new FormData()), 400, 'MISSING_FILE');
     });
   });
 

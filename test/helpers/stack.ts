@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { createLogger } from '../../src/observability/logger.ts';
+import { createLogger, type Logger } from '../../src/observability/logger.ts';
 import { signUserToken, type JwtSettings } from '../../src/security/tokens.ts';
 import { buildApiApp } from '../../src/services/api/app.ts';
 import { openRuntime, type Runtime } from '../../src/services/runtime.ts';
@@ -41,6 +41,8 @@ export interface StackOptions {
   worker?: boolean;
   /** Give the parser this stack's webhook service as WEBHOOK_PUBLIC_URL (with a WEBHOOK_SECRET). */
   webhooks?: boolean;
+  /** The services' logger (default: pino on stdout at LOG_LEVEL); tests that assert on log lines pass their own. */
+  logger?: Logger;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<TestStack> {
@@ -63,11 +65,13 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     JOB_RETRY_DELAY_SECONDS: '1',
     JOB_HEARTBEAT_SECONDS: '10',
     QUEUE_SUPERVISE_INTERVAL_SECONDS: '2',
+    // One sandbox process is enough for a test's few documents, and each costs a start-up.
+    SANDBOX_PROCESSES: '1',
     ...(options.webhooks ? { WEBHOOK_PUBLIC_URL: `http://127.0.0.1:${webhookPort}`, WEBHOOK_SECRET: TEST_WEBHOOK_SECRET } : {}),
     ...options.env,
   };
   const config = loadConfig(env);
-  const logger = createLogger(config.logLevel);
+  const logger = options.logger ?? createLogger(config.logLevel);
   const runtime = await openRuntime(config, logger, 'test');
   const jwt: JwtSettings = { secret: TEST_JWT_SECRET, audience: config.jwt.audience, issuer: config.jwt.issuer };
   const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });

@@ -1,17 +1,17 @@
 // Local-filesystem object storage, for development, tests and single-machine deployments
 // (a Fly volume). Keys map to files under `root`; writes go to `<root>/.tmp/` first, are
 // hashed and size-limited as they stream, fsynced, then renamed into place, so a reader sees
-// an object whole or not at all even with concurrent writers or a crash mid-upload. Keys come
-// from the domain but are still validated strictly: a key is the only path input that
-// reaches the filesystem, and a traversal bug here would expose the whole machine (the rules
-// live in keys.ts, shared with the other adapters). Signed uploads go to the API's own
-// `PUT /v1/storage/upload?token=...` route (services/api/storage-upload.ts), with a token signed
-// by upload-token.ts.
+// an object whole or not at all even with concurrent writers or a crash mid-upload. The temp
+// file is created with the first byte, so an upload that sends nothing holds no file
+// descriptor here. Keys come from the domain but are still validated strictly: a key is the
+// only path input that reaches the filesystem, and a traversal bug here would expose the
+// whole machine (the rules live in keys.ts, shared with the other adapters). Signed uploads
+// go to the API's own `PUT /v1/storage/upload?token=...` route
+// (services/api/storage-upload.ts), with a token signed by upload-token.ts.
 import { createHash, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat as fsStat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat as fsStat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   InvalidKeyError,
@@ -38,6 +38,56 @@ export interface FsStorageOptions {
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
   return err instanceof Error && codes.includes((err as NodeJS.ErrnoException).code ?? '');
+}
+
+/**
+ * A new file (`wx`) written like fs.createWriteStream with `flush: true` (fsynced before it
+ * finishes), but created only when the first chunk arrives (or at the end, empty). `closed`
+ * settles once no handle is open or opening, so a failed write can be unlinked after it.
+ */
+function lazyFileWriter(path: string): { stream: Writable; closed: Promise<void> } {
+  let opening: Promise<FileHandle> | undefined;
+  let markClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (markClosed = resolve));
+  const handle = () => (opening ??= open(path, 'wx', 0o644));
+  const writeAll = async (chunk: Buffer) => {
+    const h = await handle();
+    for (let offset = 0; offset < chunk.length; ) offset += (await h.write(chunk, offset, chunk.length - offset)).bytesWritten;
+  };
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      writeAll(chunk).then(() => callback(), callback);
+    },
+    writev(chunks, callback) {
+      writeAll(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => callback(), callback);
+    },
+    final(callback) {
+      handle()
+        .then(async (h) => {
+          await h.sync();
+          await h.close();
+          opening = undefined;
+        })
+        .then(() => callback(), callback);
+    },
+    destroy(err, callback) {
+      const pending = opening;
+      opening = undefined;
+      if (!pending) {
+        markClosed();
+        callback(err);
+        return;
+      }
+      pending
+        .then((h) => h.close())
+        .catch(() => undefined)
+        .then(() => {
+          markClosed();
+          callback(err);
+        });
+    },
+  });
+  return { stream, closed };
 }
 
 export function createFsStorage(root: string, options: FsStorageOptions = {}): Storage {
@@ -109,12 +159,16 @@ export function createFsStorage(root: string, options: FsStorageOptions = {}): S
           callback(null, chunk);
         },
       });
+      // Fsynced before it finishes, so the rename publishes durable bytes.
+      const file = lazyFileWriter(tmp);
       try {
-        // `flush: true` fsyncs before the stream closes, so the rename publishes durable bytes.
-        await pipeline(body, meter, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }));
+        await pipeline(body, meter, file.stream);
         await mkdir(dirname(full), { recursive: true });
         await rename(tmp, full);
       } catch (err) {
+        // No handle may be open, or still opening, when the temp file is unlinked.
+        file.stream.destroy();
+        await file.closed;
         await unlink(tmp).catch(() => undefined);
         throw err;
       }

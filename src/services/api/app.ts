@@ -1,5 +1,6 @@
 // The API service: Fastify with multipart uploads, bearer-JWT auth on every /v1 route, the
-// document routes and health. `buildApiApp` wires it from a runtime; tests call it directly.
+// document routes and health, and bounds on what uploads may hold (upload-guard.ts).
+// `buildApiApp` wires it from a runtime; tests call it directly.
 import multipart from '@fastify/multipart';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
@@ -13,6 +14,7 @@ import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '..
 import { registerDocumentRoutes } from './documents.ts';
 import { StatusWaiter } from './status-waiter.ts';
 import { registerFsUploadRoute } from './storage-upload.ts';
+import { createUploadGuard } from './upload-guard.ts';
 import { registerUploadRoutes } from './uploads.ts';
 import { createUploadTokens } from '../../providers/storage/upload-token.ts';
 
@@ -23,7 +25,7 @@ declare module 'fastify' {
 }
 
 export interface ApiDeps {
-  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads'>;
+  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads' | 'http'>;
   jwt: JwtSettings;
   logger: Logger;
   ctx: CommandContext;
@@ -40,7 +42,13 @@ export interface ApiApp {
 }
 
 export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
-  const app = createHttpApp({ service: 'api', logger: deps.logger });
+  const app = createHttpApp({ service: 'api', logger: deps.logger, maxConnections: deps.config.http.maxConnections });
+  const guard = createUploadGuard({
+    perUser: deps.config.http.uploadConcurrencyPerUser,
+    max: deps.config.http.uploadConcurrencyMax,
+    minBytesPerSecond: deps.config.http.uploadMinBytesPerSecond,
+  });
+  app.addHook('onClose', async () => guard.close());
   const waiter = new StatusWaiter(deps.ctx.sql, deps.logger);
   await waiter.start();
   app.addHook('preClose', () => waiter.close());
@@ -88,7 +96,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     principal,
   });
   if (deps.storage.kind === 'fs') {
-    await app.register(async (scope) => registerFsUploadRoute(scope as never, { storage: deps.storage, tokens: createUploadTokens(deps.uploadSigningKey) }));
+    await app.register(async (scope) => registerFsUploadRoute(scope as never, { storage: deps.storage, tokens: createUploadTokens(deps.uploadSigningKey), guard }));
   }
 
   registerDocumentRoutes(app, {
@@ -97,6 +105,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     waiter,
     maxUploadBytes: deps.config.maxUploadBytes,
     longPollMaxSeconds: deps.config.longPollMaxSeconds,
+    guard,
     principal,
   });
   return { app, waiter };

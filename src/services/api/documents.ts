@@ -2,7 +2,6 @@
 // long-poll, list, history, delete and reprocess. Another user's document answers 404, exactly
 // like a missing one, so ids cannot be probed.
 import { randomUUID } from 'node:crypto';
-import path from 'node:path';
 import type { Sql } from '../../db/client.ts';
 import { execute, executeIn, countAppended, type CommandContext } from '../../documents/commands.ts';
 import { DomainError, type DocumentCommand } from '../../documents/document.ts';
@@ -14,11 +13,14 @@ import { sniffMediaType } from '../../providers/parser/sniff.ts';
 import { ObjectTooLargeError, SUPPORTED_MEDIA_TYPES, type Storage } from '../../providers/types.ts';
 import type { Principal } from '../../security/tokens.ts';
 import { HttpError, notFound } from '../errors.ts';
-import type { App } from '../http.ts';
+import { clientAborted, type App } from '../http.ts';
+import { assertStorableText, cleanFileName } from '../text.ts';
+import { receiveSingleFile } from './multipart.ts';
 import {
   Accepted, DocumentList, DocumentParams, DocumentView, ErrorBody, EventList, GetQuery, ListQuery, ReprocessBody, toView,
 } from './schemas.ts';
 import type { StatusWaiter } from './status-waiter.ts';
+import type { UploadGuard } from './upload-guard.ts';
 import { registerDirectUpload } from './uploads.ts';
 import { Type } from 'typebox';
 
@@ -28,6 +30,7 @@ export interface DocumentRoutesOptions {
   waiter: StatusWaiter;
   maxUploadBytes: number;
   longPollMaxSeconds: number;
+  guard: UploadGuard;
   principal(request: unknown): Principal;
 }
 
@@ -46,13 +49,6 @@ function isCursorTime(t: string): boolean {
 
 function metadataFor(principal: Principal, requestId: string): EventMetadata {
   return { correlationId: requestId, causationId: requestId, actor: `user:${principal.sub}`, requestId };
-}
-
-/** A display name only (never a path): no directories, no control characters, bounded. */
-function cleanFileName(name: string | undefined): string {
-  const base = path.posix.basename((name ?? '').replaceAll('\\', '/'));
-  const cleaned = base.replace(/[\x00-\x1f\x7f]/g, '').trim().slice(0, 255);
-  return cleaned || 'document';
 }
 
 async function findOwned(sql: Sql, id: string, owner: string): Promise<DocumentStatusRow> {
@@ -83,14 +79,6 @@ async function userCommand(options: DocumentRoutesOptions, id: string, command: 
   }
 }
 
-function isMultipartError(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  return (
-    (typeof e?.code === 'string' && e.code.startsWith('FST_') && /MULTIPART|PARTS|FILES|FIELDS/.test(e.code)) ||
-    /Unexpected end of form|Malformed part header|Multipart: Boundary not found|Unexpected end of multipart/i.test(e?.message ?? '')
-  );
-}
-
 export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions): void {
   const { ctx, storage, waiter } = options;
   const sql = ctx.sql;
@@ -99,7 +87,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   app.post('/v1/documents', {
     schema: {
       headers: { type: 'object', properties: { 'idempotency-key': { type: 'string' } } },
-      response: { 200: Accepted, 202: Accepted, ...errors, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody },
+      response: { 200: Accepted, 202: Accepted, ...errors, 408: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody, 429: ErrorBody, 503: ErrorBody },
     },
   }, async (request, reply) => {
     const principal = options.principal(request);
@@ -116,34 +104,35 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     if (!request.isMultipart()) {
       throw new HttpError(415, 'NOT_MULTIPART', 'send the document as multipart/form-data in a field named "file", or register a direct upload as JSON {"uploadId"}');
     }
-    let part;
-    try {
-      part = await request.file({ limits: { fileSize: options.maxUploadBytes, files: 1, fields: 20, parts: 40, headerPairs: 100 }, throwFileSizeLimit: true });
-    } catch (err) {
-      if (isMultipartError(err)) throw new HttpError(400, 'INVALID_MULTIPART', `malformed multipart body: ${(err as Error).message}`);
-      throw err;
-    }
-    if (!part) throw new HttpError(400, 'MISSING_FILE', 'the multipart body has no file part');
-
+    // Admitted (or refused with 429/503) before a byte of the body is read.
+    const lease = options.guard.admit(request, reply, principal.sub);
     const id = randomUUID();
     const key = originalKey(id);
     const cleanup = () => storage.deletePrefix(documentPrefix(id)).catch((err: unknown) => request.log.warn({ err, key }, 'could not remove an upload'));
-    let stored;
+    let received;
     try {
-      stored = await storage.put(key, part.file, { maxBytes: options.maxUploadBytes });
-      if (part.file.truncated) throw new ObjectTooLargeError(options.maxUploadBytes);
+      received = await receiveSingleFile(request, { maxBytes: options.maxUploadBytes, signal: lease.signal }, async (file) => {
+        const stored = await storage.put(key, file, { maxBytes: options.maxUploadBytes });
+        if (file.truncated) throw new ObjectTooLargeError(options.maxUploadBytes);
+        return stored;
+      });
     } catch (err) {
       await cleanup();
+      if (clientAborted(request)) throw new HttpError(400, 'UPLOAD_ABORTED', 'the client aborted the upload');
+      // The rest of a refused body is not read: close the connection rather than drain it.
+      if (!request.raw.complete) reply.header('connection', 'close');
       const code = (err as { code?: string }).code;
       if (err instanceof ObjectTooLargeError || code === 'FST_REQ_FILE_TOO_LARGE') {
         throw new HttpError(413, 'FILE_TOO_LARGE', `the file exceeds the limit of ${options.maxUploadBytes} bytes`);
       }
-      if (isMultipartError(err)) throw new HttpError(400, 'INVALID_MULTIPART', `malformed multipart body: ${(err as Error).message}`);
       throw err;
     }
+    const stored = received.stored;
+    // A body that goes on after its closing boundary (an epilogue) is not read to its end.
+    if (!request.raw.complete) reply.header('connection', 'close');
     try {
       if (stored.size === 0) throw new HttpError(400, 'EMPTY_FILE', 'the file is empty');
-      const mediaType = await sniffMediaType(await storage.head(key, SNIFF_BYTES), part.filename);
+      const mediaType = await sniffMediaType(await storage.head(key, SNIFF_BYTES), received.fileName);
       if (!mediaType) {
         throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', `the content is not one of the supported types: ${SUPPORTED_MEDIA_TYPES.join(', ')}`);
       }
@@ -167,7 +156,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
         const result = await executeIn(tx, ctx, id, {
           type: 'Upload',
           ownerId: principal.sub,
-          fileName: cleanFileName(part.filename),
+          fileName: cleanFileName(received.fileName),
           mediaType,
           size: stored.size,
           sha256: stored.sha256,
@@ -300,7 +289,9 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     const principal = options.principal(request);
     const { id } = request.params;
     await findOwned(sql, id, principal.sub);
-    const result = await userCommand(options, id, { type: 'Reprocess', reason: request.body?.reason ?? null }, metadataFor(principal, request.id));
+    const reason = request.body?.reason ?? null;
+    assertStorableText('reason', reason);
+    const result = await userCommand(options, id, { type: 'Reprocess', reason }, metadataFor(principal, request.id));
     return reply.status(202).send({ id, status: result.state.status, run: result.state.run, statusUrl: `/v1/documents/${id}` });
   });
 }

@@ -4,12 +4,15 @@
 // content type, streamed unparsed and unbuffered into storage.put, which hashes, limits and
 // publishes the object atomically. Like a Supabase signed upload URL without upsert, a URL
 // uploads once: a PUT to a key that already holds an object is refused (409 UPLOAD_EXISTS).
-import { PassThrough } from 'node:stream';
+// The upload counts against the process-wide upload cap and the minimum transfer rate
+// (upload-guard.ts); there is no user to count it against.
+import { PassThrough, addAbortSignal } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ObjectTooLargeError, type Storage } from '../../providers/types.ts';
 import { UploadTokenError, type UploadTokens } from '../../providers/storage/upload-token.ts';
 import { HttpError } from '../errors.ts';
-import type { App } from '../http.ts';
+import { clientAborted, type App } from '../http.ts';
+import type { UploadGuard } from './upload-guard.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -23,6 +26,8 @@ export const FS_UPLOAD_PATH = '/v1/storage/upload';
 export interface FsUploadRouteDeps {
   storage: Storage;
   tokens: UploadTokens;
+  /** The API's upload guard (caps, minimum rate). Storage contract tests run the route without one. */
+  guard?: UploadGuard;
 }
 
 /**
@@ -59,6 +64,13 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
       }
       // Claimed synchronously, before any await: two concurrent PUTs of one URL cannot both pass.
       if (inFlight.has(claims.key)) refuse(new HttpError(409, 'UPLOAD_EXISTS', 'this upload URL is already being used'));
+      let signal: AbortSignal | undefined;
+      try {
+        signal = deps.guard?.admit(request, reply, null).signal;
+      } catch (err) {
+        discardBody(request, reply);
+        throw err;
+      }
       inFlight.add(claims.key);
       try {
         if ((await deps.storage.stat(claims.key)) !== null) {
@@ -68,22 +80,25 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
         // (too large, disk full), and destroying request.raw itself would reset the connection
         // before the error response could be sent.
         const body = new PassThrough();
+        // It can be destroyed (client gone, too slow) before put's pipeline listens to it; the
+        // pipeline still sees the error, but an 'error' event without a listener would throw.
+        body.on('error', () => {});
         request.raw.pipe(body);
         request.raw.once('error', (err) => body.destroy(err));
-        let aborted = false;
-        request.raw.once('aborted', () => {
-          aborted = true;
-          body.destroy(new Error('the client aborted the upload'));
-        });
+        request.raw.once('aborted', () => body.destroy(new Error('the client aborted the upload')));
+        // Cut off below the minimum rate: put fails and removes its temp file.
+        if (signal) addAbortSignal(signal, body);
         try {
           const stored = await deps.storage.put(claims.key, body, { maxBytes: claims.maxBytes, contentType: claims.contentType });
           return reply.status(200).send({ key: stored.key, size: stored.size });
         } catch (err) {
           request.raw.unpipe(body);
+          if (signal?.aborted) throw signal.reason;
+          // The client went away mid-body: its fault, nothing stored (put publishes whole or not
+          // at all). Logged once, at info, by the error handler.
+          if (clientAborted(request)) throw new HttpError(400, 'UPLOAD_ABORTED', 'the client aborted the upload');
           discardBody(request, reply);
           if (err instanceof ObjectTooLargeError) throw new HttpError(413, 'FILE_TOO_LARGE', err.message);
-          // The client went away mid-body: its fault, nothing stored (put publishes whole or not at all).
-          if (aborted) throw new HttpError(400, 'UPLOAD_ABORTED', 'the client aborted the upload');
           throw err;
         }
       } finally {

@@ -16,6 +16,7 @@ import { SUPPORTED_MEDIA_TYPES, type Storage } from '../../providers/types.ts';
 import type { Principal } from '../../security/tokens.ts';
 import { HttpError } from '../errors.ts';
 import type { App } from '../http.ts';
+import { assertStorableText, cleanFileName } from '../text.ts';
 import { ErrorBody } from './schemas.ts';
 
 export interface UploadRoutesOptions {
@@ -56,6 +57,11 @@ export function registerUploadRoutes(app: App, options: UploadRoutesOptions): vo
   }, async (request, reply) => {
     const principal = options.principal(request);
     const { fileName, size, contentType } = request.body;
+    // Text Postgres cannot store is a client bug here (JSON it wrote): refused, naming the field.
+    // What else a file name carries (directories, controls, bidi characters) is cleaned, like a
+    // multipart upload's.
+    assertStorableText('fileName', fileName);
+    assertStorableText('contentType', contentType);
     if (size > options.directMaxBytes) {
       throw new HttpError(413, 'FILE_TOO_LARGE', `the file exceeds the limit of ${options.directMaxBytes} bytes for direct uploads`);
     }
@@ -69,7 +75,7 @@ export function registerUploadRoutes(app: App, options: UploadRoutesOptions): vo
     const signed = await options.storage.createSignedUpload(key, { expiresInSeconds: options.urlTtlSeconds, maxBytes: size, contentType: declared });
     await options.ctx.sql`
       insert into docpipe.pending_uploads (document_id, owner_id, storage_key, file_name, declared_size, declared_type, expires_at)
-      values (${id}, ${principal.sub}, ${key}, ${cleanName(fileName)}, ${size}, ${declared}, ${new Date(Math.max(expiresAt.getTime(), signed.expiresAt.getTime()))})`;
+      values (${id}, ${principal.sub}, ${key}, ${cleanFileName(fileName)}, ${size}, ${declared}, ${new Date(Math.max(expiresAt.getTime(), signed.expiresAt.getTime()))})`;
     request.log.info({ documentId: id, size, contentType: declared, storage: options.storage.kind }, 'direct upload reserved');
     return reply.status(201).send({
       uploadId: id,
@@ -78,11 +84,6 @@ export function registerUploadRoutes(app: App, options: UploadRoutesOptions): vo
       register: { method: 'POST', url: '/v1/documents', body: { uploadId: id } },
     });
   });
-}
-
-function cleanName(name: string): string {
-  const base = name.replaceAll('\\', '/').split('/').at(-1) ?? '';
-  return base.replace(/[\x00-\x1f\x7f]/g, '').trim().slice(0, 255) || 'document';
 }
 
 async function sha256Of(stream: Readable): Promise<{ sha256: string; size: number }> {

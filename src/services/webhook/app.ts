@@ -8,14 +8,15 @@ import { registerLlamaParseWebhook } from './llamaparse.ts';
 
 export interface WebhookDeps {
   ctx: CommandContext;
-  config: Pick<Config, 'webhook'>;
+  /** `http` is optional for tests that build a second webhook app from a partial config. */
+  config: Pick<Config, 'webhook'> & Partial<Pick<Config, 'http'>>;
   logger: Logger;
   readiness?: ReadinessCheck[];
 }
 
 export function buildWebhookApp(deps: WebhookDeps): App {
   // Legacy result payloads carry the whole document's text: allow them, bounded.
-  const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: 10 * 1024 * 1024 });
+  const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: 10 * 1024 * 1024, maxConnections: deps.config.http?.maxConnections });
   registerHealth(app, [{ name: 'database', check: async () => void (await deps.ctx.sql`select 1`) }, ...(deps.readiness ?? [])]);
   const { secret, llamaparseSigningSecret } = deps.config.webhook;
   if (!secret && !llamaparseSigningSecret) {

@@ -17,6 +17,7 @@ import { WEBHOOK_TOKEN_HEADER, verifyLcSignature, verifyWebhookCredential } from
 import { HttpError, notFound } from '../errors.ts';
 import type { FastifyRequest } from 'fastify';
 import type { App } from '../http.ts';
+import { invalidText } from '../text.ts';
 
 const PROVIDER = 'llamaparse';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -31,9 +32,13 @@ export interface LlamaParseWebhookOptions {
   signingSecret: string | undefined;
 }
 
-type Delivery =
+type Delivery = (
   | { kind: 'event'; eventId: string; eventType: string; jobId: string | null }
-  | { kind: 'legacy'; eventId: string; eventType: 'legacy.result'; jobId: null };
+  | { kind: 'legacy'; eventId: string; eventType: 'legacy.result'; jobId: null }
+) & {
+  /** A value that would be stored but that Postgres cannot hold; refused once the sender is authenticated. */
+  invalidText?: HttpError;
+};
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -69,11 +74,16 @@ function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefi
     const data = (p.data ?? {}) as Record<string, unknown>;
     const eventType = str(p.event_type, 64);
     if (!eventType) throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'event_type must be a short string');
+    // These end up in webhook_deliveries and in the event's jsonb, where a NUL or an unpaired
+    // surrogate would fail the transaction with a 500.
+    const stored: [string, unknown][] = [['X-Webhook-Event-Id', headerEventId], ['event_id', p.event_id], ['event_type', eventType], ['data.job_id', data.job_id], ['data.id', data.id]];
+    const bad = stored.map(([field, value]) => invalidText(field, value)).find((e) => e !== null);
     return {
       kind: 'event',
       eventId: str(headerEventId) ?? str(p.event_id) ?? bodyHash(),
       eventType,
       jobId: str(data.job_id) ?? str(data.id),
+      ...(bad ? { invalidText: bad } : {}),
     };
   }
   if ('md' in p || 'txt' in p || 'json' in p) return { kind: 'legacy', eventId: bodyHash(), eventType: 'legacy.result', jobId: null };
@@ -262,6 +272,7 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     }
     if (!credential && !signed) reject(request, documentId, token ? 'bad_credential' : 'missing');
     if (!UUID.test(documentId)) throw notFound();
+    if (delivery.invalidText) throw delivery.invalidText;
 
     if (delivery.kind === 'event' && !TERMINAL_EVENTS.has(delivery.eventType)) {
       webhookDeliveries.inc({ provider: PROVIDER, outcome: 'ignored' });
