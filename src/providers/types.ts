@@ -160,7 +160,7 @@ export const DEFAULT_PARSER_LIMITS: ParserLimits = {
   pdfMaxPages: 5000,
   pdfMaxStreamBytes: 64 * 1024 * 1024,
   pdfMaxInflatedBytes: 512 * 1024 * 1024,
-  docxMaxXmlBytes: 128 * 1024 * 1024,
+  docxMaxXmlBytes: 32 * 1024 * 1024,
   docxMaxCompressionRatio: 200,
   htmlMaxDepth: 512,
 };

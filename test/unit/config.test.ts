@@ -51,7 +51,7 @@ describe('loadConfig', () => {
         pdfMaxPages: 5000,
         pdfMaxStreamBytes: 64 * 1024 * 1024,
         pdfMaxInflatedBytes: 512 * 1024 * 1024,
-        docxMaxXmlBytes: 128 * 1024 * 1024,
+        docxMaxXmlBytes: 32 * 1024 * 1024,
         docxMaxCompressionRatio: 200,
         htmlMaxDepth: 512,
       },
@@ -91,7 +91,7 @@ describe('loadConfig', () => {
     assert.equal(config.logLevel, 'debug');
     assert.equal(config.dataDir, '/tmp/docpipe-x');
     assert.deepEqual(config.storage, { kind: 'fs', dir: '/srv/files' });
-    assert.deepEqual(config.chunking, { maxTokens: 100, overlapTokens: 49 });
+    assert.deepEqual(config.chunking, { maxTokens: 100, overlapTokens: 49, maxDocumentTokens: 20_000_000 });
     assert.equal(config.queue.retryLimit, 0);
   });
 
