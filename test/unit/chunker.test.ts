@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { encode } from 'gpt-tokenizer/encoding/cl100k_base';
 import { chunkMarkdown, countTokens } from '../../src/providers/chunker.ts';
+import { DocumentLimitError, type ChunkOptions } from '../../src/providers/types.ts';
 
 const SENTENCES = [
   'The keeper climbed the spiral stair at dusk to light the lamp.',
@@ -134,4 +137,186 @@ test('bad options throw RangeError', () => {
   ];
   for (const options of bad) assert.throws(() => chunkMarkdown('text', options), RangeError, JSON.stringify(options));
   assert.doesNotThrow(() => chunkMarkdown('text', { maxTokens: 16, overlapTokens: 7 }));
+});
+
+// The library's own count, special-token text counted as ordinary text as the chunker does.
+const libraryCount = (text: string) => encode(text, { disallowedSpecial: new Set() }).length;
+
+/** Deterministic pseudo-random numbers (a 32-bit LCG): the same inputs on every run. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+/** `unit()` repeated until the text holds `bytes` bytes of UTF-8. */
+function fill(bytes: number, unit: () => string): string {
+  const parts: string[] = [];
+  for (let size = 0; size < bytes; ) {
+    const part = unit();
+    parts.push(part);
+    size += Buffer.byteLength(part);
+  }
+  return parts.join('');
+}
+
+function randomFrom(next: () => number, from: number, count: number): () => string {
+  return () => String.fromCodePoint(from + Math.floor(next() * count));
+}
+
+const MB = 1_000_000;
+
+/** Text without blank-line breaks or with runs far longer than any word: what made the old tokenizer quadratic. */
+function pathological(bytes: number): Record<string, string> {
+  const next = random(7);
+  const base64 = Buffer.from(Array.from({ length: Math.ceil((bytes * 3) / 4) }, () => Math.floor(next() * 256))).toString('base64').slice(0, bytes);
+  const generators: Record<string, () => string> = {
+    'one repeated letter': () => 'a'.repeat(bytes),
+    "repeated '='": () => '='.repeat(bytes),
+    'whitespace then a word': () => ' '.repeat(bytes - 4) + 'word',
+    'only newlines': () => '\n'.repeat(bytes),
+    digits: () => fill(bytes, randomFrom(next, 0x30, 10)),
+    'CJK without spaces': () => fill(bytes, randomFrom(next, 0x4e00, 0x5200)),
+    emoji: () => fill(bytes, randomFrom(next, 0x1f600, 0x50)),
+    'base64 of random bytes': () => base64,
+    'one word of random letters': () => fill(bytes, randomFrom(next, 0x61, 26)),
+    "'a ' repeated": () => 'a '.repeat(bytes / 2),
+    'latin-1 noise': () => fill(bytes, randomFrom(next, 0, 256)),
+  };
+  const inputs = Object.fromEntries(Object.entries(generators).map(([name, make]) => [name, make()]));
+  const sources = Object.values(inputs);
+  // Pieces of all the others, a few characters to a few KB each.
+  inputs['a mix'] = fill(bytes, () => {
+    const source = sources[Math.floor(next() * sources.length)]!;
+    const start = Math.floor(next() * (source.length - 5000));
+    return source.slice(start, start + 1 + Math.floor(next() * 4000)).replace(/^[\uDC00-\uDFFF]|[\uD800-\uDBFF]$/g, '');
+  });
+  return inputs;
+}
+
+const strip = (s: string) => s.replace(/\s+/g, '');
+
+function assertChunksValid(chunks: { text: string; tokenCount: number }[], options: ChunkOptions, label: string): void {
+  chunks.forEach((chunk, i) => {
+    assert.ok(chunk.tokenCount <= options.maxTokens, `${label}: chunk ${i} has ${chunk.tokenCount} tokens`);
+    assert.equal(chunk.tokenCount, countTokens(chunk.text), `${label}: chunk ${i} reports its own count`);
+    assert.ok(chunk.text !== '' && chunk.text.isWellFormed(), `${label}: chunk ${i} is non-empty and well formed`);
+  });
+}
+
+test('1 MB of pathological text chunks in linear time, within maxTokens, covering the text', () => {
+  // A quadratic tokenizer takes minutes on 1 MB of one run (the old one: 281 s for one
+  // letter); linear code takes about a second even for CJK or latin-1 noise, the slowest. The
+  // bound is loose because the machine running the tests may be busy.
+  const options = { maxTokens: 512, overlapTokens: 0 };
+  for (const [name, text] of Object.entries(pathological(MB))) {
+    const started = performance.now();
+    const chunks = chunkMarkdown(text, options);
+    const seconds = (performance.now() - started) / 1000;
+    assert.ok(seconds < 10, `${name}: ${seconds.toFixed(1)} s`);
+    assertChunksValid(chunks, options, name);
+    // Without overlap the chunks are the text in order, less the whitespace cut at their edges.
+    assert.equal(strip(chunks.map((c) => c.text).join('')), strip(text), `${name}: chunks cover the text`);
+  }
+});
+
+test('pathological text with overlap: within maxTokens, each chunk a piece of the text in order', () => {
+  const options = { maxTokens: 100, overlapTokens: 20 };
+  for (const [name, text] of Object.entries(pathological(64_000))) {
+    const chunks = chunkMarkdown(text, options);
+    assertChunksValid(chunks, options, name);
+    const whole = strip(text);
+    let from = 0;
+    for (const [i, chunk] of chunks.entries()) {
+      const at = whole.indexOf(strip(chunk.text), from);
+      assert.ok(at >= 0, `${name}: chunk ${i} is a piece of the text after chunk ${i - 1}`);
+      from = at;
+    }
+  }
+});
+
+test('counts equal the library count on text without long runs', () => {
+  const fixtures = ['sample.md', 'sample.txt', 'sample.html'].map((name) => readFileSync(new URL(`../fixtures/${name}`, import.meta.url), 'utf8'));
+  const varied = [
+    ...fixtures,
+    document(60),
+    fixtures.join('\r\n').replace(/\n/g, '\r\n'),
+    'Déjà vu — naïve café, 灯台の光, Привет мир, مرحبا, emoji 😀🎉👍🏽, tabs\tand\u00a0nbsp\u3000',
+    "It's they're we've I'd you'll DON'T 12345678 3.14159 1,000,000 <|endoftext|>",
+    '```ts\nconst answer = 42;\n\n\nfunction f(x: number) {\n    return x * 2; // twice\n}\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |',
+    // Whitespace-only pre-tokens right before long words: where encoding a slice alone
+    // could merge them ("\n" and " " into "\n ") if slices were cut in the wrong place.
+    'end.\n  sesquipedalianisms\n\n \t internationalization x\n  \n  characteristically'.repeat(200),
+    'word '.repeat(5000) + '\n \n' + 'a\n   '.repeat(3000),
+    // Pre-tokens of exactly 128 characters, the longest encoded whole.
+    ' '.repeat(128) + 'x' + '\n'.repeat(128) + 'y' + '='.repeat(127) + 'z' + 'q'.repeat(127),
+  ];
+  for (const [i, text] of varied.entries()) {
+    assert.equal(countTokens(text), libraryCount(text), `text ${i}`);
+    for (let cut = 1; cut < 6; cut++) {
+      const piece = text.slice(0, Math.floor((text.length * cut) / 6));
+      assert.equal(countTokens(piece), libraryCount(piece), `text ${i}, prefix ${cut}/6`);
+    }
+  }
+});
+
+test('on runs longer than any token, the count stays close to the library count', () => {
+  const next = random(11);
+  const runs = {
+    letters: fill(10_000, randomFrom(next, 0x61, 26)),
+    spaces: ' '.repeat(10_000),
+    equals: '='.repeat(10_000),
+    cjk: fill(9_000, randomFrom(next, 0x4e00, 0x5200)),
+    'tabs and spaces': ' \t'.repeat(5_000),
+  };
+  for (const [name, run] of Object.entries(runs)) {
+    const exact = libraryCount(run);
+    const ours = countTokens(run);
+    assert.ok(Math.abs(ours - exact) <= exact * 0.03, `${name}: ${ours} tokens against ${exact}`);
+  }
+});
+
+test('maxDocumentTokens: a document at the limit passes, one token over throws DocumentLimitError', () => {
+  const paragraphs = Array.from({ length: 12 }, (_, p) => SENTENCES.slice(p % 3).join(' '));
+  const giant = Array.from({ length: 300 }, (_, i) => `lighthouse${i} beam ${i}`).join(' ');
+  const cases = [
+    { text: paragraphs.join('\n\n'), tokens: paragraphs.reduce((sum, p) => sum + countTokens(p), 0) },
+    { text: giant, tokens: countTokens(giant) }, // one block cut on token boundaries
+  ];
+  for (const { text, tokens } of cases) {
+    const options = { maxTokens: 120, overlapTokens: 20 };
+    assert.ok(chunkMarkdown(text, { ...options, maxDocumentTokens: tokens }).length > 1);
+    assert.throws(
+      () => chunkMarkdown(text, { ...options, maxDocumentTokens: tokens - 1 }),
+      (err: unknown) => {
+        assert.ok(err instanceof DocumentLimitError);
+        assert.equal(err.setting, 'MAX_DOCUMENT_TOKENS');
+        assert.equal(err.code, 'DOCUMENT_LIMIT_EXCEEDED');
+        assert.match(err.message, new RegExp(`\\b${tokens - 1}\\b.*MAX_DOCUMENT_TOKENS`));
+        return true;
+      },
+    );
+  }
+});
+
+test('maxDocumentTokens stops at the limit without tokenizing the rest of the document', () => {
+  const text = document(40).replace(/\n+/g, ' ').repeat(500); // one block of 5 MB
+  const started = performance.now();
+  countTokens(text);
+  const whole = performance.now() - started;
+  let early = Infinity;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const stopping = performance.now();
+    assert.throws(() => chunkMarkdown(text, { maxTokens: 512, overlapTokens: 64, maxDocumentTokens: 1000 }), DocumentLimitError);
+    early = Math.min(early, performance.now() - stopping);
+  }
+  assert.ok(early * 20 < whole, `stopped after ${early.toFixed(1)} ms; counting all of it takes ${whole.toFixed(1)} ms`);
+});
+
+test('bad maxDocumentTokens throws RangeError', () => {
+  for (const maxDocumentTokens of [-1, 1.5, Number.NaN]) {
+    assert.throws(() => chunkMarkdown('text', { maxTokens: 100, overlapTokens: 0, maxDocumentTokens }), RangeError);
+  }
 });
