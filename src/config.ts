@@ -217,7 +217,7 @@ export const SPEC: VarSpec[] = [
   { name: 'OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS', default: '900', description: 'How long one job keeps waiting through 429s before it hands the attempt back to pg-boss.', parse: int(1, 3600) },
   { name: 'CHUNK_MAX_TOKENS', default: '512', description: 'Chunk size in cl100k_base tokens.', parse: int(16, 8191) },
   { name: 'CHUNK_OVERLAP_TOKENS', default: '64', description: 'Tokens repeated from the end of one chunk at the start of the next.', parse: int(0, 4000) },
-  { name: 'MAX_DOCUMENT_TOKENS', default: '20000000', description: 'Most cl100k tokens in one parsed document; past it the document fails with DOCUMENT_LIMIT_EXCEEDED (a 50 MB log has about 15 million).', parse: int(1000, 1_000_000_000) },
+  { name: 'MAX_DOCUMENT_TOKENS', default: '40000000', description: 'Most cl100k tokens in one parsed document; past it the document fails with DOCUMENT_LIMIT_EXCEEDED (a 50 MB application log has about 19 million, 50 MB of English prose about 11 million).', parse: int(1000, 1_000_000_000) },
   { name: 'PDF_MAX_PAGES', default: String(DEFAULT_PARSER_LIMITS.pdfMaxPages), description: 'Most pages of a PDF (local parser), read from its page tree before any page is extracted.', parse: int(1, 10_000_000) },
   { name: 'PDF_MAX_STREAM_BYTES', default: String(DEFAULT_PARSER_LIMITS.pdfMaxStreamBytes), description: 'Largest inflated size of one PDF content, object or font stream (local parser), checked before extraction.', parse: int(1024, 2 ** 40) },
   { name: 'PDF_MAX_INFLATED_BYTES', default: String(DEFAULT_PARSER_LIMITS.pdfMaxInflatedBytes), description: 'Largest inflated size of all those PDF streams together (local parser).', parse: int(1024, 2 ** 40) },

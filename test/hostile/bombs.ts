@@ -582,6 +582,43 @@ export async function pdfManual(pages: number): Promise<Buffer> {
   return Buffer.from(await doc.save());
 }
 
+// --- logs ------------------------------------------------------------------------------------
+
+const LEVELS = ['INFO', 'INFO', 'INFO', 'DEBUG', 'WARN', 'ERROR'];
+const SERVICES = ['api', 'worker', 'webhook', 'scheduler', 'billing', 'auth'];
+const MESSAGES = [
+  'request completed',
+  'connection pool exhausted, waiting for a free connection',
+  'job finished',
+  'retrying after upstream timeout',
+  'cache miss for key',
+  'user session refreshed',
+  'payment webhook received',
+  'slow query detected',
+];
+
+/** About `bytes` of an application log: timestamps, levels, ids, key=value pairs, one event per line. */
+export function realLog(bytes: number): string {
+  let state = 42;
+  const next = (n: number) => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state % n;
+  };
+  const lines: string[] = [];
+  let size = 0;
+  let ms = Date.UTC(2026, 10, 1);
+  while (size < bytes) {
+    ms += next(2_000);
+    const line =
+      `${new Date(ms).toISOString()} ${LEVELS[next(LEVELS.length)]} [${SERVICES[next(SERVICES.length)]}] ` +
+      `${MESSAGES[next(MESSAGES.length)]} request_id=${next(0xffffff).toString(16).padStart(6, '0')}-${next(0xffff).toString(16)} ` +
+      `user=${next(100_000)} duration_ms=${next(5_000)} status=${[200, 200, 201, 204, 400, 404, 500][next(7)]} path=/v1/items/${next(10_000)}`;
+    lines.push(line);
+    size += line.length + 1;
+  }
+  return lines.join('\n') + '\n';
+}
+
 // --- DOCX --------------------------------------------------------------------------------------
 
 const CONTENT_TYPES =

@@ -46,7 +46,7 @@ describe('loadConfig', () => {
       embedder: { kind: 'local', dimensions: 512 },
       webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined, deliveryRetentionDays: 7 },
       uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 100 * 1024 * 1024, urlTtlSeconds: 7200 },
-      chunking: { maxTokens: 512, overlapTokens: 64, maxDocumentTokens: 20_000_000 },
+      chunking: { maxTokens: 512, overlapTokens: 64, maxDocumentTokens: 40_000_000 },
       parserLimits: {
         pdfMaxPages: 5000,
         pdfMaxStreamBytes: 64 * 1024 * 1024,
@@ -91,7 +91,7 @@ describe('loadConfig', () => {
     assert.equal(config.logLevel, 'debug');
     assert.equal(config.dataDir, '/tmp/docpipe-x');
     assert.deepEqual(config.storage, { kind: 'fs', dir: '/srv/files' });
-    assert.deepEqual(config.chunking, { maxTokens: 100, overlapTokens: 49, maxDocumentTokens: 20_000_000 });
+    assert.deepEqual(config.chunking, { maxTokens: 100, overlapTokens: 49, maxDocumentTokens: 40_000_000 });
     assert.equal(config.queue.retryLimit, 0);
   });
 
