@@ -45,6 +45,8 @@ export interface Config {
   parserLimits: ParserLimits;
   /** The child processes that parse and chunk documents outside the worker's heap. */
   sandbox: { processes: number; memoryMb: number; timeoutSeconds: number };
+  /** Document bytes the worker's jobs may hold in its main process at once (util/byte-budget.ts). */
+  workerDocumentBudgetBytes: number;
   /** Bounds on what clients can hold open on the HTTP services. */
   http: {
     maxConnections: number;
@@ -227,6 +229,7 @@ export const SPEC: VarSpec[] = [
   { name: 'SANDBOX_PROCESSES', default: '2', description: 'Child processes of the worker that parse (local parser) and chunk documents, outside its heap; each idles at about 60 MB.', parse: int(1, 64) },
   { name: 'SANDBOX_MEMORY_MB', default: '1024', description: 'Memory of one sandbox process (resident set, and its V8 heap); a document that needs more fails with DOCUMENT_TOO_COMPLEX.', parse: int(128, 65536) },
   { name: 'SANDBOX_TIMEOUT_SECONDS', default: '300', description: 'Time limit of one parse or chunking task in the sandbox; past it the document fails with DOCUMENT_TOO_COMPLEX.', parse: int(1, 24 * 3600) },
+  { name: 'WORKER_DOCUMENT_BUDGET_MB', default: '64', description: 'Sum of the sizes of the documents the worker\'s jobs hold in its main process at once (each job holds a few times its document); a job that would pass it waits, one larger document runs alone.', parse: int(1, 65536) },
   { name: 'EMBED_BATCH_SIZE', default: '64', description: 'Chunks per embedding request; progress is saved per batch.', parse: int(1, 2048) },
   { name: 'WORKER_CONCURRENCY', default: '4', description: 'Jobs per queue run at once by one worker process.', parse: int(1, 256) },
   { name: 'JOB_RETRY_LIMIT', default: '4', description: 'Retries of a failed stage before it is dead-lettered and the document fails.', parse: int(0, 100) },
@@ -349,6 +352,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       htmlMaxDepth: get('HTML_MAX_DEPTH'),
     },
     sandbox: { processes: get('SANDBOX_PROCESSES'), memoryMb: get('SANDBOX_MEMORY_MB'), timeoutSeconds: get('SANDBOX_TIMEOUT_SECONDS') },
+    workerDocumentBudgetBytes: get<number>('WORKER_DOCUMENT_BUDGET_MB') * 1024 * 1024,
     http: {
       maxConnections: get('MAX_CONNECTIONS'),
       uploadConcurrencyPerUser: get('UPLOAD_CONCURRENCY_PER_USER'),

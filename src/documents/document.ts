@@ -13,6 +13,10 @@ export interface DocumentState {
   storageKey: string | null;
   mediaType: string | null;
   fileName: string | null;
+  /** Bytes of the original. */
+  size: number | null;
+  /** Length of the parsed markdown of the current run, once parsed. */
+  parsedCharacters: number | null;
   /** Processing run: 1 for the upload, +1 per reprocess. Jobs carry it; stale runs are ignored. */
   run: number;
   parseAttempts: number;
@@ -45,6 +49,8 @@ export const initialState: DocumentState = {
   storageKey: null,
   mediaType: null,
   fileName: null,
+  size: null,
+  parsedCharacters: null,
   run: 0,
   parseAttempts: 0,
   embedAttempts: 0,
@@ -279,6 +285,7 @@ export function evolve(state: DocumentState, event: NewEvent): DocumentState {
         storageKey: event.data.storageKey,
         mediaType: event.data.mediaType,
         fileName: event.data.fileName,
+        size: event.data.size,
         run: 1,
       };
     case 'ParseStarted':
@@ -295,7 +302,7 @@ export function evolve(state: DocumentState, event: NewEvent): DocumentState {
     case 'ParserCallbackReceived':
       return { ...state, version, parserNotified: true };
     case 'ParseSucceeded':
-      return { ...state, version, status: 'parsed', parsedKey: event.data.parsedKey, lastAttemptError: null, openAttempt: null };
+      return { ...state, version, status: 'parsed', parsedKey: event.data.parsedKey, parsedCharacters: event.data.characters, lastAttemptError: null, openAttempt: null };
     case 'EmbeddingStarted':
       return {
         ...state,
@@ -323,6 +330,7 @@ export function evolve(state: DocumentState, event: NewEvent): DocumentState {
         storageKey: state.storageKey,
         mediaType: state.mediaType,
         fileName: state.fileName,
+        size: state.size,
         run: event.data.run,
       };
     case 'DocumentDeleted':

@@ -8,6 +8,7 @@ import type { Db } from '../db/client.ts';
 import { storableText } from '../db/text.ts';
 import type { EventMetadata } from '../events/catalog.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { ByteBudget } from '../util/byte-budget.ts';
 import type { AsyncParser, ChunkOptions, Chunker, Embedder, MediaType, Parser, ParsedDocument, Storage } from '../providers/types.ts';
 import { DocumentLimitError, DocumentTooComplexError, ProviderError, UnparseableDocumentError } from '../providers/types.ts';
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
@@ -24,6 +25,8 @@ export interface PipelineDeps {
   embedder: Embedder;
   chunking: ChunkOptions;
   embedBatchSize: number;
+  /** Bounds the documents this worker's jobs hold in memory at once. */
+  memory: ByteBudget;
   /** Remote (async) parsers: where their webhooks go, and how long to wait for them. */
   remoteParse: RemoteParseSettings;
 }
@@ -85,6 +88,27 @@ async function unlessShuttingDown<T>(work: Promise<T>, signal: AbortSignal | und
     return await Promise.race([work, aborted]);
   } finally {
     signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * Documents under this size skip the worker's document budget: with WORKER_CONCURRENCY jobs a
+ * queue they hold little, and they must never wait behind a large document (the end-to-end
+ * latency of an ordinary upload is a success bar).
+ */
+export const BUDGET_EXEMPT_BYTES = 1024 * 1024;
+
+/** Waits for `bytes` of the worker's document budget; a shutdown while waiting ends the attempt. */
+async function reserve(deps: PipelineDeps, bytes: number, signal: AbortSignal | undefined, log: Logger): Promise<() => void> {
+  if (bytes < BUDGET_EXEMPT_BYTES) return () => {};
+  const waitingBefore = deps.memory.waiting();
+  try {
+    const release = await deps.memory.acquire(bytes, signal);
+    if (waitingBefore > 0 || deps.memory.inUse() > bytes) log.debug({ bytes, inUse: deps.memory.inUse() }, 'document budget granted');
+    return release;
+  } catch (err) {
+    if (signal?.aborted) throw new StageInterruptedError();
+    throw err;
   }
 }
 
@@ -215,11 +239,16 @@ export async function runParseStage(deps: PipelineDeps, job: JobData, context: J
     const state = started.state;
     if (failedByCrash(state, log)) return 'failed';
     opened();
-    const bytes = await buffer(await deps.storage.get(state.storageKey!));
-    if (deps.parser.mode === 'async') return submitRemoteParse(deps, deps.parser, job, state, bytes, log, signal);
-    const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType, { signal });
-    await storeParsed(deps, job, parsed, null);
-    return 'done';
+    const release = await reserve(deps, state.size ?? 0, signal, log);
+    try {
+      const bytes = await buffer(await deps.storage.get(state.storageKey!));
+      if (deps.parser.mode === 'async') return await submitRemoteParse(deps, deps.parser, job, state, bytes, log, signal);
+      const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType, { signal });
+      await storeParsed(deps, job, parsed, null);
+      return 'done';
+    } finally {
+      release();
+    }
   });
 }
 
@@ -395,44 +424,49 @@ export async function runEmbedStage(deps: PipelineDeps, job: JobData, context: J
     let { state } = await execute(deps.ctx, job.documentId, { type: 'StartEmbedding', run: job.run }, meta);
     if (failedByCrash(state, log)) return 'failed';
     opened();
+    // The chunks of the document stay in memory until its last batch is stored.
+    const release = await reserve(deps, state.parsedCharacters ?? 0, signal, log);
+    try {
+      let chunks: ChunkText[];
+      if (state.chunkCount === null) {
+        // The markdown goes to the sandbox as bytes, decoded and chunked there.
+        const markdown = await buffer(await deps.storage.get(state.parsedKey!));
+        const made = await deps.chunker.chunk(markdown, deps.chunking, { signal });
+        if (made.length === 0) throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text to embed');
+        const tokenCount = made.reduce((sum, c) => sum + c.tokenCount, 0);
+        ({ state } = await execute(
+          deps.ctx,
+          job.documentId,
+          { type: 'RecordChunks', run: job.run, chunkCount: made.length, tokenCount, batchSize: deps.embedBatchSize },
+          meta,
+          { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) },
+        ));
+        chunks = made;
+      } else {
+        // Resuming a retried job: the chunks of this run are already stored; embed what is left.
+        chunks = (
+          await deps.ctx.sql<{ chunk_index: number; content: string }[]>`
+            select chunk_index, content from docpipe.document_chunks
+            where document_id = ${job.documentId} and run = ${job.run} order by chunk_index`
+        ).map((r) => ({ index: r.chunk_index, text: r.content }));
+        log.info({ batchesDone: state.batchesDone, batches: state.batches }, 'resuming embedding');
+      }
 
-    let chunks: ChunkText[];
-    if (state.chunkCount === null) {
-      // The markdown goes to the sandbox as bytes: the worker never holds it as a string.
-      const markdown = await buffer(await deps.storage.get(state.parsedKey!));
-      const made = await deps.chunker.chunk(markdown, deps.chunking, { signal });
-      if (made.length === 0) throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text to embed');
-      const tokenCount = made.reduce((sum, c) => sum + c.tokenCount, 0);
-      ({ state } = await execute(
-        deps.ctx,
-        job.documentId,
-        { type: 'RecordChunks', run: job.run, chunkCount: made.length, tokenCount, batchSize: deps.embedBatchSize },
-        meta,
-        { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) },
-      ));
-      chunks = made;
-    } else {
-      // Resuming a retried job: the chunks of this run are already stored; embed what is left.
-      chunks = (
-        await deps.ctx.sql<{ chunk_index: number; content: string }[]>`
-          select chunk_index, content from docpipe.document_chunks
-          where document_id = ${job.documentId} and run = ${job.run} order by chunk_index`
-      ).map((r) => ({ index: r.chunk_index, text: r.content }));
-      log.info({ batchesDone: state.batchesDone, batches: state.batches }, 'resuming embedding');
-    }
-
-    const batchSize = state.batchSize!;
-    for (let batch = state.batchesDone; batch < state.batches!; batch++) {
-      const slice = chunks.slice(batch * batchSize, (batch + 1) * batchSize);
-      const vectors = await unlessShuttingDown(deps.embedder.embed(slice.map((c) => c.text)), signal);
-      const fromChunk = batch * batchSize;
-      ({ state } = await execute(
-        deps.ctx,
-        job.documentId,
-        { type: 'StoreEmbeddingBatch', run: job.run, batch, model: deps.embedder.model, dimensions: deps.embedder.dimensions },
-        meta,
-        { withEvents: (tx) => storeEmbeddings(tx, job.documentId, job.run, fromChunk, vectors) },
-      ));
+      const batchSize = state.batchSize!;
+      for (let batch = state.batchesDone; batch < state.batches!; batch++) {
+        const slice = chunks.slice(batch * batchSize, (batch + 1) * batchSize);
+        const vectors = await unlessShuttingDown(deps.embedder.embed(slice.map((c) => c.text)), signal);
+        const fromChunk = batch * batchSize;
+        ({ state } = await execute(
+          deps.ctx,
+          job.documentId,
+          { type: 'StoreEmbeddingBatch', run: job.run, batch, model: deps.embedder.model, dimensions: deps.embedder.dimensions },
+          meta,
+          { withEvents: (tx) => storeEmbeddings(tx, job.documentId, job.run, fromChunk, vectors) },
+        ));
+      }
+    } finally {
+      release();
     }
     await execute(deps.ctx, job.documentId, { type: 'MarkReady', run: job.run }, meta);
     return 'done';

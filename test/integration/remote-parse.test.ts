@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { execute } from '../../src/documents/commands.ts';
 import { runParseResult, runParseStage, type PipelineDeps } from '../../src/documents/pipeline.ts';
+import { createByteBudget } from '../../src/util/byte-budget.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createLocalEmbedder } from '../../src/providers/embedder/local.ts';
 import { ProviderError, type AsyncParser, type ProviderJob } from '../../src/providers/types.ts';
@@ -49,6 +50,7 @@ function depsWith(parser: AsyncParser, deadlineMinutes = 45): PipelineDeps {
     embedder: createLocalEmbedder({ dimensions: 16 }),
     chunking: { maxTokens: 64, overlapTokens: 8 },
     embedBatchSize: 4,
+    memory: createByteBudget(64 * 1024 * 1024),
     remoteParse: { webhookBaseUrl: undefined, webhookSecret: undefined, pollAfterSeconds: 1, deadlineMinutes },
   };
 }

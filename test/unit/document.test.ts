@@ -90,6 +90,7 @@ describe('happy path', () => {
       storageKey: 'documents/d1/original',
       mediaType: 'application/pdf',
       fileName: 'report.pdf',
+      size: 4096,
       run: 1,
     };
     expectStep(UPLOAD, [{ type: 'DocumentUploaded', data: uploadedData }], afterUpload);
@@ -103,7 +104,14 @@ describe('happy path', () => {
     };
     expectStep({ type: 'StartParse', run: 1, parser: 'local' }, [{ type: 'ParseStarted', data: { run: 1, attempt: 1, parser: 'local' } }], afterParseStart);
 
-    const afterParsed: DocumentState = { ...afterParseStart, version: 3, status: 'parsed', parsedKey: 'documents/d1/runs/1/parsed.md', openAttempt: null };
+    const afterParsed: DocumentState = {
+      ...afterParseStart,
+      version: 3,
+      status: 'parsed',
+      parsedKey: 'documents/d1/runs/1/parsed.md',
+      parsedCharacters: 1200,
+      openAttempt: null,
+    };
     expectStep(
       PARSED(1),
       [{ type: 'ParseSucceeded', data: { run: 1, parsedKey: 'documents/d1/runs/1/parsed.md', pages: 3, characters: 1200, sha256: 'b'.repeat(64) } }],
@@ -294,6 +302,7 @@ describe('reprocess', () => {
     storageKey: 'documents/d1/original',
     mediaType: 'application/pdf',
     fileName: 'report.pdf',
+    size: 4096,
     run: nextRun,
   });
 

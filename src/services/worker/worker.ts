@@ -9,9 +9,10 @@ import type { Logger } from '../../observability/logger.ts';
 import { jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
 import type { Providers } from '../../providers/index.ts';
 import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
+import { createByteBudget } from '../../util/byte-budget.ts';
 
 export interface WorkerDeps {
-  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs'>;
+  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs' | 'workerDocumentBudgetBytes'>;
   boss: PgBoss;
   ctx: CommandContext;
   providers: Providers;
@@ -40,6 +41,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     ...deps.providers,
     chunking: deps.config.chunking,
     embedBatchSize: deps.config.embedBatchSize,
+    memory: createByteBudget(deps.config.workerDocumentBudgetBytes),
     remoteParse: {
       webhookBaseUrl: deps.config.webhook.publicUrl,
       webhookSecret: deps.config.webhook.secret,
