@@ -2,6 +2,7 @@
 // sign user tokens with one HS256 secret; the algorithm list is fixed, so `alg: none` or a
 // switched algorithm never verifies. JWKS (ES256/RS256) arrives in a later issue.
 import { createSigner, createVerifier, TokenError } from 'fast-jwt';
+import { textProblem } from '../db/text.ts';
 
 export interface JwtSettings {
   secret: string;
@@ -58,17 +59,12 @@ export function createTokenVerifier(settings: JwtSettings): (token: string) => P
     // Every principal string may end up in SQL or an event's jsonb (sub does: owner_id, actor),
     // where a NUL or an unpaired surrogate would fail the statement with a 500.
     for (const [claim, value] of Object.entries(principal)) {
-      if (typeof value === 'string' && !isStorableText(value)) {
+      if (typeof value === 'string' && textProblem(value) !== null) {
         throw new AuthError('AUTH_INVALID_TOKEN', `the token's ${claim} claim is not valid text (a NUL character or an unpaired surrogate)`);
       }
     }
     return principal;
   };
-}
-
-/** Postgres text and jsonb hold it: no U+0000, no unpaired UTF-16 surrogate. */
-function isStorableText(value: string): boolean {
-  return !value.includes('\0') && value.isWellFormed();
 }
 
 /** Signs a Supabase-shaped user token. For the development default and tests, not production. */

@@ -2,14 +2,10 @@
 // the \u0000 escape and unpaired UTF-16 surrogates, so such a string would fail its INSERT
 // with a 500. Strings we store as given are refused up front (400 INVALID_TEXT, naming the
 // field); file names, which are display names only, are cleaned instead.
+import { textProblem } from '../db/text.ts';
 import { HttpError } from './errors.ts';
 
-/** Why Postgres would refuse `value`, or null when it stores it as is. */
-export function textProblem(value: string): string | null {
-  if (value.includes('\0')) return 'contains a NUL character (U+0000)';
-  if (!value.isWellFormed()) return 'contains an unpaired UTF-16 surrogate (not valid Unicode)';
-  return null;
-}
+export { textProblem };
 
 /** 400 INVALID_TEXT, naming `field`, when `value` is a string Postgres cannot store; otherwise null. */
 export function invalidText(field: string, value: unknown): HttpError | null {

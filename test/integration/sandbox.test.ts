@@ -111,6 +111,7 @@ test('a child left large by a task is replaced; close() ends the children and re
   const sandbox = pool(t, { processes: 1, memoryMb: 400 });
   const first = await run<number>(sandbox, { kind: 'pid' });
   await run(sandbox, { kind: 'external', mb: 250, holdMs: 0 });
+  await new Promise((resolve) => setTimeout(resolve, 200)); // the size check runs beside the next dispatch
   const second = await run<number>(sandbox, { kind: 'pid' });
   assert.notEqual(second, first, 'the grown child was recycled');
   const third = await run<number>(sandbox, { kind: 'pid' });

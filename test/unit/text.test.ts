@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HttpError } from '../../src/services/errors.ts';
 import { assertStorableText, cleanFileName, invalidText, textProblem } from '../../src/services/text.ts';
+import { storableText } from '../../src/db/text.ts';
 
 test('textProblem: NUL and unpaired surrogates, nothing else', () => {
   for (const ok of ['', 'plain', 'emoji 😀 and 𝄞', 'controls \t\n\x07 are storable', '\uFFFD', '\u202Ebidi', '\uFFFF']) {
@@ -50,4 +51,14 @@ test('cleanFileName: at most 255 code points, never cut inside a surrogate pair;
   assert.equal(cleanFileName('a'.repeat(300)), 'a'.repeat(255));
   assert.equal(cleanFileName(`${'a'.repeat(254)} b`), 'a'.repeat(254), 'trimmed after the cut');
   for (const empty of [undefined, null, '', '   ', '\u0000', '\u202E\u200B', 'dir/', 'a/..', '.', '\ud800']) assert.equal(cleanFileName(empty), 'document', JSON.stringify(empty));
+});
+
+test('storableText: provider and library messages are made storable, not refused', () => {
+  assert.equal(storableText('plain'), 'plain');
+  assert.equal(storableText('a\u0000b'), 'a\uFFFDb');
+  assert.equal(storableText('lone \ud800 high'), 'lone \uFFFD high');
+  assert.equal(textProblem(storableText('x\udfff\u0000')), null);
+  const long = storableText('😀'.repeat(3_000), 2_000);
+  assert.equal([...long].length, 2_001, '2,000 code points and an ellipsis');
+  assert.ok(long.isWellFormed(), 'never cut inside a pair');
 });

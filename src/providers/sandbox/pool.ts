@@ -261,22 +261,34 @@ export function createSandbox(options: SandboxOptions): Sandbox {
     options.observe?.(message.ok ? 'ok' : 'error', (performance.now() - task.startedAt) / 1000);
     if (message.ok) task.resolve(message.result);
     else task.reject(new SandboxTaskError(message.error));
-    void release(child);
+    release(child);
   }
 
-  async function release(child: Child): Promise<void> {
-    // A child that grew large keeps its heap (V8 rarely gives it back): replace it.
-    const rss = child.process.pid === undefined ? null : await residentBytes(child.process.pid);
-    if (!children.has(child)) return;
-    if (closed || (rss !== null && rss > limitBytes * RECYCLE_SHARE)) {
+  /**
+   * Back to work at once; the check for a child that a task left large (V8 rarely gives its heap
+   * back) runs beside it, and such a child is replaced when it is next idle.
+   */
+  function release(child: Child): void {
+    if (closed) {
       children.delete(child);
       child.process.kill('SIGKILL');
       stats.processes = children.size;
-    } else {
-      child.peakRssBytes = 0;
-      idle.push(child);
+      return;
     }
+    child.peakRssBytes = 0;
+    idle.push(child);
     dispatch();
+    if (child.process.pid === undefined) return;
+    void residentBytes(child.process.pid).then((rss) => {
+      if (rss === null || rss <= limitBytes * RECYCLE_SHARE) return;
+      const index = idle.indexOf(child);
+      if (index < 0) return; // busy again: checked after that task
+      idle.splice(index, 1);
+      children.delete(child);
+      child.process.kill('SIGKILL');
+      stats.processes = children.size;
+      dispatch();
+    });
   }
 
   function dispatch(): void {
