@@ -1,10 +1,11 @@
 // The chunker (src/providers/chunker.ts) measured in one process: throughput on prose beside
-// gpt-tokenizer's own count and encode of the same text, scaling from 100 KB to 1 MB on the
-// inputs that made the old tokenizer quadratic, how far its count strays from true BPE on
-// runs longer than any token, and time and peak heap for 50 MB of prose on one line (in a
-// worker thread, whose heap this thread samples while it chunks).
+// gpt-tokenizer's count and encode and tiktoken's encode_ordinary of the same text (the
+// chunker counts with tiktoken), scaling from 100 KB to 1 MB on the inputs that made the old
+// tokenizer quadratic, how far its count strays from true BPE on runs longer than any token,
+// and time and peak heap for 50 MB of prose on one line (in a worker thread, whose heap this
+// thread samples while it chunks).
 //
-//   npm run bench:chunker        (about a minute on 2 busy cores)
+//   npm run bench:chunker        (about 40 s on 2 cores)
 //
 // Sizes are bytes of UTF-8 (1 MB = 1,000,000). Times are CPU time of this process, the least
 // of a few runs, since other processes share the machine and its wall time varies with them
@@ -15,6 +16,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { countTokens as libraryCountTokens, encode } from 'gpt-tokenizer/encoding/cl100k_base';
+import { get_encoding } from 'tiktoken';
 import { chunkMarkdown, countTokens } from '../src/providers/chunker.ts';
 import type { ChunkOptions } from '../src/providers/types.ts';
 import { random, fill, randomFrom, pathological } from '../test/helpers/pathological-text.ts';
@@ -93,26 +95,21 @@ function bestInterleaved(rounds: number, works: (() => unknown)[]): number[] {
   return fastest;
 }
 
-/**
- * The chunker empties its encoder's merge cache every 64 Ki characters it tokenizes: 128 Ki
- * characters of filler make the next run start without the entries of the previous one,
- * which an input smaller than that would otherwise find (and run faster than its share).
- */
-function coldCache(): void {
-  countTokens('filler '.repeat(20_000));
-}
-
 const fixed = (n: number, digits = 0) => n.toFixed(digits);
 
 function proseThroughput(): string[] {
   log(`prose: ${PROSE_MB} MB, best of 3 interleaved rounds`);
   const text = prose(PROSE_MB * MB);
-  const [libraryCount, libraryEncode, ours, chunking] = bestInterleaved(3, [
+  // Its own instance, freed after: the chunker's is private to it.
+  const tiktoken = get_encoding('cl100k_base');
+  const [libraryCount, libraryEncode, wholeText, ours, chunking] = bestInterleaved(3, [
     () => libraryCountTokens(text, LIBRARY_OPTIONS),
     () => encode(text, LIBRARY_OPTIONS).length,
+    () => tiktoken.encode_ordinary(text).length,
     () => countTokens(text),
     () => chunkMarkdown(text, OPTIONS),
-  ]).map((ms) => ms / PROSE_MB) as [number, number, number, number];
+  ]).map((ms) => ms / PROSE_MB) as [number, number, number, number, number];
+  tiktoken.free();
   const chunks = chunkMarkdown(text, OPTIONS).length;
   return [
     `### Prose (${PROSE_MB} MB of markdown paragraphs, ${chunks} chunks of at most ${OPTIONS.maxTokens} tokens, overlap ${OPTIONS.overlapTokens})`,
@@ -121,6 +118,7 @@ function proseThroughput(): string[] {
     '|---|---:|---:|',
     `| gpt-tokenizer \`countTokens\` (baseline) | ${fixed(libraryCount)} | 1.00 |`,
     `| gpt-tokenizer \`encode().length\` (baseline) | ${fixed(libraryEncode)} | ${fixed(libraryEncode / libraryCount, 2)} |`,
+    `| tiktoken \`encode_ordinary().length\`, whole text in one call (baseline) | ${fixed(wholeText)} | ${fixed(wholeText / libraryCount, 2)} |`,
     `| chunker \`countTokens\` | ${fixed(ours)} | ${fixed(ours / libraryCount, 2)} |`,
     `| \`chunkMarkdown\` | ${fixed(chunking)} | ${fixed(chunking / libraryCount, 2)} |`,
     '',
@@ -133,16 +131,16 @@ function pathologicalScaling(): string[] {
   const large = pathological(MB);
   let double: Record<string, string> | undefined;
   const rows = Object.keys(large).map((name) => {
-    const smallMs = best(3, () => chunkMarkdown(small[name]!, OPTIONS), coldCache);
-    const largeMs = best(2, () => chunkMarkdown(large[name]!, OPTIONS), coldCache);
+    const smallMs = best(3, () => chunkMarkdown(small[name]!, OPTIONS));
+    const largeMs = best(2, () => chunkMarkdown(large[name]!, OPTIONS));
     const ratio = largeMs / Math.max(smallMs, 0.1);
-    // A small input can fit in one window of the chunker's merge cache, where the chunk
-    // recount finds every piece cached: check such rows from 1 MB up.
+    // A ratio far above 10 would be superlinear (or a small input unusually cheap): such rows
+    // are checked again from 1 MB up.
     let further = '';
     if (ratio > 12) {
       double ??= pathological(2 * MB);
       const text = double[name]!;
-      const doubleMs = best(1, () => chunkMarkdown(text, OPTIONS), coldCache);
+      const doubleMs = best(1, () => chunkMarkdown(text, OPTIONS));
       further = `2 MB: ${fixed(doubleMs)} ms, ratio to 1 MB ${fixed(doubleMs / largeMs, 2)}`;
     }
     log(`  ${name}: ${fixed(smallMs)} ms, ${fixed(largeMs)} ms ${further}`);
@@ -159,7 +157,8 @@ function pathologicalScaling(): string[] {
 }
 
 function countDeviation(): string[] {
-  log('count deviation on long runs (true BPE by gpt-tokenizer, quadratic: short runs)');
+  log('count deviation on long runs (true BPE by tiktoken on the whole run, quadratic: short runs)');
+  const tiktoken = get_encoding('cl100k_base');
   const next = random(11);
   const runs: Record<string, string> = {
     'one letter': 'a'.repeat(20_000),
@@ -174,15 +173,16 @@ function countDeviation(): string[] {
     emoji: fill(24_000, randomFrom(next, 0x1f600, 0x50)),
   };
   const rows = Object.entries(runs).map(([name, run]) => {
-    const exact = libraryCountTokens(run, LIBRARY_OPTIONS);
+    const exact = tiktoken.encode_ordinary(run).length;
     const ours = countTokens(run);
     const sign = ours >= exact ? '+' : '';
     return `| ${name} | ${run.length} | ${exact} | ${ours} | ${sign}${fixed(((ours - exact) / exact) * 100, 2)}% |`;
   });
+  tiktoken.free();
   return [
     '### Token count on one run longer than any token: chunker against true BPE',
     '',
-    '| run | UTF-16 length | gpt-tokenizer | chunker | difference |',
+    '| run | UTF-16 length | tiktoken (whole run) | chunker | difference |',
     '|---|---:|---:|---:|---:|',
     ...rows,
     '',

@@ -8,58 +8,61 @@
 // The function is pure and deterministic: re-chunking the same markdown yields the same
 // chunks, which the pipeline relies on for idempotent retries.
 //
+// Tokens are counted by the `tiktoken` package, OpenAI's own tokenizer compiled to
+// WebAssembly, so counts are the true cl100k_base counts (special-token text such as
+// "<|endoftext|>" counted as ordinary text). A call into WebAssembly costs about a
+// microsecond, as much as encoding a few words, so the text is split here with the same
+// pre-tokenizer pattern and runs of consecutive matches go to the encoder in one call; BPE
+// never merges across matches, so the tokens of a run fall on its match boundaries and are
+// attributed to the matches by their UTF-8 lengths. A chunk is recounted after its blocks
+// were counted, to be exact where blocks meet; the recount reuses the blocks' counts of the
+// matches it finds at the same places and encodes only the few that changed, so every text
+// is encoded about once.
+//
 // Documents are untrusted, so time is linear in the input and memory of the order of input
-// plus output whatever the text. gpt-tokenizer's BPE is quadratic in the length of one
+// plus output whatever the text. BPE (tiktoken's too) is quadratic in the length of one
 // pre-tokenizer match (a base64 data URI or a run of '=' is one match), so a match longer than
 // LONG_RUN_CHARS is cut into segments encoded one by one, and shorter ones are encoded exactly
-// as in one call on the whole text: counts equal encode(text).length for text without such
-// runs. On a longer run the count is that of a valid tokenization (tokens that decode to the
-// run), not always BPE's own: on runs of 6,000-20,000 characters it is equal for one repeated
-// letter, '=', spaces, newlines, CJK and emoji, +0.2% for random letters, +0.3% for dashes,
-// -1.6% for alternating tabs and spaces (`npm run bench:chunker` prints the table). The text
-// is walked as a stream of pieces, never as one object per pre-token of a block or document.
-import { GptEncoding } from 'gpt-tokenizer/GptEncoding';
-import cl100kRanks from 'gpt-tokenizer/bpeRanks/cl100k_base';
-import { CL100K_TOKEN_SPLIT_REGEX } from 'gpt-tokenizer/encodingParams/constants';
+// as in one call on the whole text: counts equal encode_ordinary(text).length for text without
+// such runs. On a longer run the count is that of a valid tokenization (tokens that decode to
+// the run), not always BPE's own: on runs of 6,000-20,000 characters it is equal for one
+// repeated letter, '=', spaces, newlines, CJK and emoji, +0.2% for random letters, +0.3% for
+// dashes, -1.6% for alternating tabs and spaces (`npm run bench:chunker` prints the table).
+// The text is walked as a stream of pieces, never as one object per pre-token of a document.
+import { get_encoding } from 'tiktoken';
 import { DocumentLimitError, type Chunk, type ChunkOptions } from './types.ts';
 
-// Documents are untrusted text: a literal "<|endoftext|>" must count as ordinary text, not
-// make the tokenizer throw (its default) or be encoded as a control token.
-const ENCODE_OPTIONS = { disallowedSpecial: new Set<string>() };
+// The process's one encoder, made at import (0.15 s; its tables take 18 MB of the
+// WebAssembly module's memory) and never freed: every document uses it. A call copies its
+// text into the module's memory and the tokens out, and no call gets more than BATCH_CHARS
+// plus a few matches of at most LONG_RUN_CHARS, so that memory, which WebAssembly never gives
+// back, stays as it is whatever the documents; and tiktoken's own limits are never reached
+// (1 MB of one letter in one call makes it panic, leaving the encoder unusable).
+const encoder = get_encoding('cl100k_base');
 
-// The chunker's own cl100k_base encoder, built as 'gpt-tokenizer/encoding/cl100k_base' builds
-// the shared one (about 4 MB, 20 ms), so that its merge cache can be managed without touching
-// the instance the embedder uses.
-const encoder = GptEncoding.getEncodingApi('cl100k_base', () => cl100kRanks);
+// cl100k_base's pre-tokenizer as tiktoken writes it, for JavaScript:
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// Rust's `\s` is Unicode's White_Space, which JavaScript's is not (it adds U+FEFF and lacks
+// U+0085), so it is spelled out; and the case-insensitive group is spelled out with the letters
+// Unicode's simple case folding matches (U+017F, long s, is an s): Node 22, which package.json
+// allows, has no (?i:) groups.
+// Both engines then cut text at the same places, which the batching below relies on to count
+// exactly. Sticky, and run with test(): three times faster than exec() building match arrays.
+const SPLIT = new RegExp(
+  String.raw`'(?:[sS\u017F]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\p{White_Space}\p{L}\p{N}]+[\r\n]*|\p{White_Space}*[\r\n]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+`,
+  'uy',
+);
 
-// The library's merge cache is an LRU over a Map bounded at 100,000 entries; once full, each
-// eviction walks the deleted entries at the front of the Map, so a full cache is slower than
-// none (1 MB of base64 counted in 1.0 s with a fresh cache, 3.8 s with a full one; latin-1
-// noise 1.9 s and 8.6 s; even 2 MB of prose with rare words, 0.69 s against 0.32 s). So the
-// cache is emptied every CACHE_WINDOW_CHARS characters handed to the encoder, and sized so it
-// never evicts: a window adds at most one entry per character, and keys are distinct
-// matches, so it never holds more than about a window of text. 64 Ki measured fastest among
-// 4 Ki to 1 Mi.
-const CACHE_WINDOW_CHARS = 65_536;
-// Twice the window: a generator suspended across a clear adds up to one batch more.
-encoder.setMergeCacheSize(2 * CACHE_WINDOW_CHARS);
-let windowChars = 0;
+// The number of UTF-8 bytes of each token, learnt the first time it is met (one call into the
+// module per distinct token, 0.5 µs; all of cl100k_base would take 55 ms at start-up).
+const tokenBytes = new Uint8Array(100_277); // 0: not known yet (no token is empty)
 
-function admit(text: string): string {
-  windowChars += text.length;
-  if (windowChars > CACHE_WINDOW_CHARS) {
-    encoder.clearMergeCache();
-    windowChars = text.length;
-  }
-  return text;
-}
-
-function libraryCount(text: string): number {
-  return encoder.countTokens(admit(text), ENCODE_OPTIONS);
-}
-
-function libraryGroups(text: string): Generator<number[], number, undefined> {
-  return encoder.encodeGenerator(admit(text), ENCODE_OPTIONS);
+function bytesOfToken(token: number): number {
+  const known = tokenBytes[token];
+  if (known) return known;
+  const bytes = encoder.decode_single_token_bytes(token).length;
+  if (token < tokenBytes.length) tokenBytes[token] = bytes;
+  return bytes;
 }
 
 // The longest token of cl100k_base is 128 characters (128 spaces; the next longest, 96 to 114,
@@ -67,145 +70,239 @@ function libraryGroups(text: string): Generator<number[], number, undefined> {
 // produce, and a multiple of 64 keeps runs of one character on their token grid (segments
 // of 96 made runs of '=' 33% and of spaces 166% dearer). The cost per million characters of
 // runs measured flat from 32 to 256 and growing from 512, where the quadratic merge of a
-// segment starts to show (CJK: 1.4 s at 128, 1.9 s at 512, 4.2 s at 2048). Words, numbers,
-// rules and indentation of ordinary documents are shorter, so their counts are exact.
+// segment starts to show (with gpt-tokenizer, CJK: 1.4 s at 128, 1.9 s at 512, 4.2 s at 2048;
+// with tiktoken, one letter: 0.6 s in segments of 1024). Words, numbers, rules and
+// indentation of ordinary documents are shorter, so their counts are exact.
 const LONG_RUN_CHARS = 128;
 
-// Runs of short matches go to the library this many characters at a time: each call has a
-// fixed cost (it clones its regex, checks for special tokens), and one call per match made
-// prose 1.4 times slower to count, while batches of 1 and 4 KB measured the same; the smaller
-// keeps the document-limit check fine-grained.
+// Runs of matches go to the encoder this many characters at a time (up to the end of a
+// match): a call's fixed cost is then negligible (batches of 1 and 8 KB measured the same),
+// and the smaller keeps the document-limit check fine-grained.
 const BATCH_CHARS = 1024;
-
-// V8 returns a substring of 13 characters or more as a view that keeps its whole parent
-// string alive, and the encoder keeps the matches it merges as keys of its cache. Matches
-// this long are therefore handed over as copies, one at a time, or a 13-character word
-// cached at the end of a document would pin the whole document in memory after chunking
-// returns; shorter substrings are copies already.
-const VIEW_MIN_CHARS = 13;
-
-const NON_SPACE = /\S/;
 
 /** A stretch [start, end) of a text and the number of tokens it encodes to. */
 interface Piece {
   start: number;
   end: number;
   tokens: number;
+  /**
+   * The count is that of the stretch's text encoded on its own (one match, or one segment of a
+   * long one), so it holds wherever the same text is again one match or segment. False only
+   * for matches the two engines split differently, counted together.
+   */
+  alone: boolean;
 }
 
-export function countTokens(text: string): number {
-  let total = 0;
-  for (const piece of pieces(text, false)) total += piece.tokens;
-  return total;
+/** Pieces of a text already counted, whose index 0 is at `offset` in the text being counted. */
+interface Counted {
+  offset: number;
+  pieces: readonly Piece[];
 }
 
-/** The text's count, or the first partial count past `limit` (so an oversized text stops early). */
-function countUpTo(text: string, limit: number): number {
-  let total = 0;
-  for (const piece of pieces(text, false)) {
-    total += piece.tokens;
-    if (total > limit) break;
+/**
+ * The counts already known for a text made of other texts (blocks joined into a chunk, a
+ * chunk's tail as the next one's overlap): a match or segment of the text that spans exactly
+ * a piece counted alone has that piece's count, since the same characters encode to the same
+ * tokens. Asked left to right, so it walks the pieces once.
+ */
+class Known {
+  readonly #parts: readonly Counted[];
+  #part = 0;
+  #index = 0;
+
+  constructor(parts: readonly Counted[]) {
+    this.#parts = parts;
   }
+
+  tokens(start: number, end: number): number | undefined {
+    for (; this.#part < this.#parts.length; this.#part++, this.#index = 0) {
+      const { offset, pieces } = this.#parts[this.#part]!;
+      while (this.#index < pieces.length && offset + pieces[this.#index]!.start < start) this.#index++;
+      const piece = pieces[this.#index];
+      if (piece !== undefined) {
+        return piece.alone && offset + piece.start === start && offset + piece.end === end ? piece.tokens : undefined;
+      }
+    }
+    return undefined;
+  }
+}
+
+/** The number of cl100k_base tokens of the text, special-token text counted as ordinary text. */
+export function countTokens(text: string): number {
+  return count(text);
+}
+
+function count(text: string, known?: Known): number {
+  let total = 0;
+  for (const piece of pieces(text, known)) total += piece.tokens;
   return total;
 }
 
 /**
  * The text cut where the tokenizer itself cuts it before BPE, left to right and covering it
- * exactly. With `perMatch`, one piece per pre-tokenizer match (roughly a word with its leading
- * space) and per segment of a long one, with the size of the group of tokens the library gives
- * it: cutting between pieces is cutting on token boundaries without decoding token slices,
- * which matters because gpt-tokenizer's decode() shares one streaming TextDecoder across
- * calls, so a slice ending inside a multibyte character would corrupt the next decode()
- * anywhere in the process. Without `perMatch`, whole batches (cheaper, for counting).
+ * exactly: one piece per pre-tokenizer match (roughly a word with its leading space) and per
+ * segment of a long one, with the number of its tokens. Cutting between pieces is cutting on
+ * token boundaries without decoding token slices. (Were the two engines ever to split a text
+ * differently, say on a character newer than one's Unicode tables, a token spanning matches
+ * makes one piece of them rather than an error.)
  *
- * A batch is encoded alone, which yields the groups the whole text would: the split pattern
- * has no lookbehind, so matching from a match boundary is unaffected by what precedes it,
- * and only its whitespace alternatives look ahead (`\s+$`, `\s+(?!\S)`). Those see the
- * batch's end instead of the text that follows, which changes the result only when the batch
- * ends in two or more whitespace-only matches ("\n" then " " before a word would be encoded
- * as one "\n " group). So a batch is cut after a match holding a non-space, and whitespace
- * matches left at the end before a long match are encoded one by one: a whitespace-only
- * match alone is matched whole by `\s+$`.
+ * Matches whose count is `known` are not encoded; runs of the others are, one call per run.
+ * A run encoded alone yields the tokens the whole text would: the split pattern has no
+ * lookbehind, so matching from a match boundary is unaffected by what precedes it, and only
+ * its whitespace alternatives look past a match's end (`\s+(?!\S)`, and `\s*[\r\n]+` backing
+ * off a run of whitespace). Those see the run's end instead of the text that follows, which
+ * changes the result only when the run ends in two or more whitespace-only matches ("\n" then
+ * " " before a word would be encoded as one "\n " group). So a run is cut after a match
+ * holding a non-space, and whitespace matches left at its end are encoded one by one: a
+ * whitespace-only match alone is matched whole (by `\s*[\r\n]+` if it ends in a newline, which
+ * it then does, else by `\s+(?!\S)`).
  */
-function* pieces(text: string, perMatch: boolean): Generator<Piece, void, undefined> {
-  const split = new RegExp(CL100K_TOKEN_SPLIT_REGEX); // a copy: its own lastIndex
-  const batch: number[] = []; // ends of the matches waiting to be encoded, from batchStart
-  let batchStart = 0;
+function* pieces(text: string, known?: Known): Generator<Piece, void, undefined> {
+  const split = new RegExp(SPLIT); // a copy: its own lastIndex
+  const ends: number[] = []; // ends of the matches waiting to be encoded, from runStart
+  let runStart = 0;
   let exact = 0; // how many of them can be encoded together: up to the last one with a non-space
   let position = 0;
-  for (let match = split.exec(text); match !== null; match = split.exec(text)) {
-    const start = match.index;
+  while (position < text.length) {
+    // Sticky: the next match starts where the last one ended, or there is none.
+    if (!split.test(text)) throw new Error('chunker: the split pattern skipped text');
+    const start = position;
     const end = split.lastIndex;
-    if (start !== position) throw new Error('chunker: the split pattern skipped text');
     position = end;
-    if (end - start < VIEW_MIN_CHARS) {
-      batch.push(end);
-      if (NON_SPACE.test(match[0])) {
-        exact = batch.length;
-        if (end - batchStart >= BATCH_CHARS) {
-          yield* encodeMatches(text, batchStart, batch, perMatch);
-          batch.length = 0;
+    const long = end - start > LONG_RUN_CHARS;
+    const tokens = long ? undefined : known?.tokens(start, end);
+    if (!long && tokens === undefined) {
+      if (ends.length === 0) runStart = start;
+      ends.push(end);
+      if (holdsNonSpace(text, start, end)) {
+        exact = ends.length;
+        if (end - runStart >= BATCH_CHARS) {
+          yield* encodeMatches(text, runStart, ends);
+          ends.length = 0;
           exact = 0;
-          batchStart = end;
         }
       }
       continue;
     }
-    yield* flushBatch(text, batchStart, batch, exact, perMatch);
-    batch.length = 0;
-    exact = 0;
-    batchStart = end;
-    if (end - start <= LONG_RUN_CHARS) {
-      yield { start, end, tokens: libraryCount(copyOf(text.slice(start, end))) };
+    if (ends.length > 0) {
+      yield* flushRun(text, runStart, ends, exact);
+      ends.length = 0;
+      exact = 0;
+    }
+    if (tokens !== undefined) {
+      yield { start, end, tokens, alone: true };
     } else {
-      yield* segments(text, start, end);
+      yield* segments(text, start, end, known);
     }
   }
-  if (position !== text.length) throw new Error('chunker: the split pattern skipped text');
-  // The end of the text is where the whole text ends too: the batch can be encoded as one.
-  yield* encodeMatches(text, batchStart, batch, perMatch);
+  // The end of the text is where the whole text ends too: the run can be encoded as one.
+  if (ends.length > 0) yield* encodeMatches(text, runStart, ends);
 }
 
-/** The pending batch before a long match: its exact prefix together, then each match alone. */
-function* flushBatch(text: string, start: number, ends: number[], exact: number, perMatch: boolean): Generator<Piece, void, undefined> {
+/** A run of matches followed by other text: its exact prefix together, then each match alone. */
+function* flushRun(text: string, start: number, ends: number[], exact: number): Generator<Piece, void, undefined> {
   if (exact === ends.length) {
-    yield* encodeMatches(text, start, ends, perMatch);
+    yield* encodeMatches(text, start, ends);
     return;
   }
-  yield* encodeMatches(text, start, ends.slice(0, exact), perMatch);
+  if (exact > 0) yield* encodeMatches(text, start, ends.slice(0, exact));
   for (let i = exact; i < ends.length; i++) {
-    yield* encodeMatches(text, i === 0 ? start : ends[i - 1]!, [ends[i]!], perMatch);
+    yield* encodeMatches(text, i === 0 ? start : ends[i - 1]!, [ends[i]!]);
   }
 }
 
-/** Consecutive short matches, from `start` to each of `ends`, in one call to the library. */
-function* encodeMatches(text: string, start: number, ends: number[], perMatch: boolean): Generator<Piece, void, undefined> {
-  if (ends.length === 0) return;
+/** Consecutive matches, from `start` to each of `ends`, in one call to the encoder. */
+function* encodeMatches(text: string, start: number, ends: readonly number[]): Generator<Piece, void, undefined> {
   const end = ends[ends.length - 1]!;
-  const slice = text.slice(start, end);
-  if (!perMatch) {
-    yield { start, end, tokens: libraryCount(slice) };
-    return;
+  const tokens = encoder.encode_ordinary(text.slice(start, end));
+  let next = 0; // the next token to attribute
+  let tokenBytesEnd = 0; // UTF-8 bytes of the tokens attributed so far
+  let matchBytesEnd = 0; // UTF-8 bytes of the run up to the end of the current match
+  let pieceStart = start;
+  let pieceTokens = 0;
+  let matchStart = start;
+  for (const matchEnd of ends) {
+    matchBytesEnd += utf8Length(text, matchStart, matchEnd);
+    while (tokenBytesEnd < matchBytesEnd && next < tokens.length) {
+      tokenBytesEnd += bytesOfToken(tokens[next++]!);
+      pieceTokens++;
+    }
+    // A token running on into the next match (never, unless the engines disagree) joins them.
+    if (tokenBytesEnd === matchBytesEnd) {
+      yield { start: pieceStart, end: matchEnd, tokens: pieceTokens, alone: pieceStart === matchStart };
+      pieceStart = matchEnd;
+      pieceTokens = 0;
+    }
+    matchStart = matchEnd;
   }
-  let i = 0;
-  let from = start;
-  for (const group of libraryGroups(slice)) {
-    const to = ends[i++];
-    if (to === undefined) throw new Error('chunker: tokenizer and its split pattern disagree');
-    yield { start: from, end: to, tokens: group.length };
-    from = to;
-  }
-  if (i !== ends.length) throw new Error('chunker: tokenizer and its split pattern disagree');
+  if (next !== tokens.length || pieceStart !== end) throw new Error('chunker: the tokens do not cover the text');
 }
 
-/** A long match cut every LONG_RUN_CHARS characters, never between the halves of a surrogate pair. */
-function* segments(text: string, start: number, end: number): Generator<Piece, void, undefined> {
+/**
+ * A long match cut every LONG_RUN_CHARS characters, never between the halves of a surrogate
+ * pair. A segment equal to the one before (a run of one character) is not encoded again.
+ */
+function* segments(text: string, start: number, end: number, known: Known | undefined): Generator<Piece, void, undefined> {
+  let last = '';
+  let lastTokens = 0;
   for (let from = start; from < end; ) {
     let to = Math.min(from + LONG_RUN_CHARS, end);
     if (to < end && isHighSurrogate(text.charCodeAt(to - 1)) && isLowSurrogate(text.charCodeAt(to))) to--;
-    yield { start: from, end: to, tokens: libraryCount(copyOf(text.slice(from, to))) };
+    let tokens = known?.tokens(from, to);
+    if (tokens === undefined) {
+      const segment = text.slice(from, to);
+      if (segment !== last) {
+        last = segment;
+        lastTokens = encoder.encode_ordinary(segment).length;
+      }
+      tokens = lastTokens;
+    }
+    yield { start: from, end: to, tokens, alone: true };
     from = to;
   }
+}
+
+/** Whether text[start, end) has a character that is not White_Space (Unicode's, as tiktoken's `\s`). */
+function holdsNonSpace(text: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    if (!isWhiteSpace(text.charCodeAt(i))) return true;
+  }
+  return false;
+}
+
+/** Unicode's White_Space property (all its characters are in the BMP). */
+function isWhiteSpace(code: number): boolean {
+  if (code <= 0x20) return code === 0x20 || (code >= 0x09 && code <= 0x0d);
+  if (code < 0x85) return false;
+  return (
+    code === 0x85 ||
+    code === 0xa0 ||
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000
+  );
+}
+
+/** The number of bytes of text[from, to) in UTF-8 as TextEncoder writes it (a lone surrogate as U+FFFD, 3 bytes). */
+function utf8Length(text: string, from: number, to: number): number {
+  let bytes = to - from;
+  for (let i = from; i < to; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) {
+      bytes += 1;
+    } else if (isHighSurrogate(code) && i + 1 < to && isLowSurrogate(text.charCodeAt(i + 1))) {
+      bytes += 2; // 4 bytes for the pair's two code units
+      i++;
+    } else {
+      bytes += 2;
+    }
+  }
+  return bytes;
 }
 
 function isHighSurrogate(code: number): boolean {
@@ -224,12 +321,17 @@ function copyOf(text: string): string {
 
 const BLOCK_SEPARATOR = '\n\n';
 
+const NO_PIECES: readonly Piece[] = [];
+
 interface Unit {
   text: string;
   tokens: number;
   /** A later piece of a block cut on token boundaries: joins its predecessor with no separator. */
   continuation: boolean;
   heading: boolean;
+  /** The pieces it was counted as, at `base` in their text (its block), until it is packed. */
+  pieces: readonly Piece[];
+  base: number;
 }
 
 /** A chunk's text with its pieces, kept so the next chunk can take its overlap from the tail. */
@@ -239,13 +341,20 @@ interface Measured {
   tokens: number;
 }
 
+/** The overlap a chunk repeats: the tail of the previous chunk, whose pieces start at `-base`. */
+interface Overlap {
+  text: string;
+  pieces: readonly Piece[];
+  base: number;
+}
+
+const NO_OVERLAP: Overlap = { text: '', pieces: NO_PIECES, base: 0 };
+
 export function chunkMarkdown(markdown: string, options: ChunkOptions): Chunk[] {
   validate(options);
   const { maxTokens } = options;
-  // Units are made as the packing reaches them, so a chunk is recounted right after its text
-  // was tokenized, while its pieces are still in the encoder's cache (measured: 0.55-0.65 of
-  // the CPU time on random text, 0.8 on prose, against making all units first), and only the
-  // units of the chunk being packed are held.
+  // Units are made as the packing reaches them, so only the units of the chunk being packed
+  // are held, with the pieces they were counted as, which the chunk's recount reuses.
   const units = new UnitQueue(documentUnits(markdown, options));
   const chunks: Chunk[] = [];
   let previous: Measured | null = null;
@@ -256,9 +365,9 @@ export function chunkMarkdown(markdown: string, options: ChunkOptions): Chunk[] 
     // would hold only overlap and a heading.
     const following = first.heading ? units.at(i + 1) : undefined;
     const room = first.tokens + (following ? following.tokens + 1 : 0);
-    let prefix = previous ? overlapFrom(previous, room, options) : '';
+    let prefix = previous ? overlapFrom(previous, room, options) : NO_OVERLAP;
     const parts: Unit[] = [first];
-    let estimate = (prefix ? countTokens(prefix) + 1 : 0) + first.tokens;
+    let estimate = (prefix.text ? countOverlap(prefix) + 1 : 0) + first.tokens;
     i++;
     // Pack greedily on summed counts (BPE over blocks joined by a blank line is additive in
     // practice), then verify with one exact count and back off if the estimate was short.
@@ -274,18 +383,19 @@ export function chunkMarkdown(markdown: string, options: ChunkOptions): Chunk[] 
       parts.pop();
       i--;
     }
-    let measured = measure(joinUnits(prefix, parts));
+    let measured = measure(prefix, parts);
     while (measured.tokens > maxTokens) {
       if (parts.length > 1) {
         parts.pop();
         i--;
-      } else if (prefix !== '') {
-        prefix = ''; // a lone unit always fits on its own, by construction of the units
+      } else if (prefix.text !== '') {
+        prefix = NO_OVERLAP; // a lone unit always fits on its own, by construction of the units
       } else {
         throw new Error(`chunker: a single block of ${measured.tokens} tokens exceeds maxTokens`);
       }
-      measured = measure(joinUnits(prefix, parts));
+      measured = measure(prefix, parts);
     }
+    for (const part of parts) part.pieces = NO_PIECES; // packed for good
     if (measured.text === '') continue; // a whitespace-only piece of an oversized block
     chunks.push({ index: chunks.length, text: measured.text, tokenCount: measured.tokens });
     previous = measured;
@@ -329,12 +439,19 @@ function* documentUnits(markdown: string, options: ChunkOptions): Generator<Unit
   // chunk that continues a cut block can still carry its full overlap.
   const pieceBudget = maxTokens - overlapTokens - 2;
   for (const block of blocks(normalizeNewlines(markdown))) {
-    const tokens = countUpTo(block, maxTokens);
+    // Counted up to the first piece past maxTokens, so an oversized block stops early.
+    const counted: Piece[] = [];
+    let tokens = 0;
+    for (const piece of pieces(block)) {
+      counted.push(piece);
+      tokens += piece.tokens;
+      if (tokens > maxTokens) break;
+    }
     if (tokens <= maxTokens) {
       tally(tokens);
-      yield { text: block, tokens, continuation: false, heading: isHeading(block) };
+      yield { text: block, tokens, continuation: false, heading: isHeading(block), pieces: counted, base: 0 };
     } else {
-      yield* cutBlock(block, pieceBudget, tally);
+      yield* cutBlock(block, pieceBudget, tally, new Known([{ offset: 0, pieces: counted }]));
     }
   }
 }
@@ -439,18 +556,27 @@ function isHeading(block: string): boolean {
   return !block.includes('\n') && /^ {0,3}#{1,6}(?:[ \t]|$)/.test(block);
 }
 
-function joinUnits(prefix: string, parts: Unit[]): string {
-  let text = prefix;
+/**
+ * The chunk made of the overlap and the units, joined as they are in the document (a blank line
+ * between blocks, nothing between the pieces of a cut block) and trimmed, with its pieces and
+ * exact count. The count reuses those of the units and of the overlap wherever the joined text
+ * splits as they did, which is everywhere but around the joints.
+ */
+function measure(prefix: Overlap, parts: readonly Unit[]): Measured {
+  let joined = prefix.text;
+  const counted: Counted[] = [{ offset: -prefix.base, pieces: prefix.pieces }];
   for (const part of parts) {
-    text += text === '' || part.continuation ? part.text : BLOCK_SEPARATOR + part.text;
+    if (joined !== '' && !part.continuation) joined += BLOCK_SEPARATOR;
+    counted.push({ offset: joined.length - part.base, pieces: part.pieces });
+    joined += part.text;
   }
-  return text.trim();
-}
-
-function measure(text: string): Measured {
+  const untrimmed = joined.trimStart();
+  const lead = joined.length - untrimmed.length;
+  for (const part of counted) part.offset -= lead;
+  const text = untrimmed.trimEnd();
   const list: Piece[] = [];
   let tokens = 0;
-  for (const piece of pieces(text, true)) {
+  for (const piece of pieces(text, new Known(counted))) {
     list.push(piece);
     tokens += piece.tokens;
   }
@@ -462,57 +588,66 @@ function measure(text: string): Measured {
  * block exactly, cutting between pieces and only inside one when it alone exceeds the budget.
  * The block's pieces are streamed, and so are the units.
  */
-function* cutBlock(block: string, budget: number, tally: (tokens: number) => void): Generator<Unit, void, undefined> {
+function* cutBlock(block: string, budget: number, tally: (tokens: number) => void, known: Known): Generator<Unit, void, undefined> {
   let start = 0;
   let end = 0;
   let tokens = 0;
+  let counted: Piece[] = [];
   let continuation = false;
-  const unit = (text: string, unitTokens: number): Unit => {
-    const made = { text, tokens: unitTokens, continuation, heading: false };
+  const unit = (text: string, unitTokens: number, unitPieces: readonly Piece[], base: number): Unit => {
+    const made = { text, tokens: unitTokens, continuation, heading: false, pieces: unitPieces, base };
     continuation = true;
     return made;
   };
-  for (const piece of pieces(block, true)) {
+  for (const piece of pieces(block, known)) {
     tally(piece.tokens);
     if (piece.tokens > budget || tokens + piece.tokens > budget) {
-      if (end > start) yield unit(block.slice(start, end), tokens);
+      if (end > start) yield unit(block.slice(start, end), tokens, counted, start);
       start = end;
       tokens = 0;
+      counted = [];
     }
     if (piece.tokens > budget) {
-      for (const part of splitRun(block.slice(piece.start, piece.end), budget)) yield unit(part.text, part.tokens);
+      for (const part of splitRun(block.slice(piece.start, piece.end), budget)) yield unit(part.text, part.tokens, part.pieces, 0);
       start = end = piece.end;
       continue;
     }
     end = piece.end;
     tokens += piece.tokens;
+    counted.push(piece);
   }
-  if (end > start) yield unit(block.slice(start, end), tokens);
+  if (end > start) yield unit(block.slice(start, end), tokens, counted, start);
 }
 
 /**
  * Cuts one piece (a word-like match of at most LONG_RUN_CHARS, or a segment of a longer one)
  * by characters: the largest prefix within budget, by binary search on its length.
  */
-function splitRun(run: string, budget: number): { text: string; tokens: number }[] {
-  const out: { text: string; tokens: number }[] = [];
+function splitRun(run: string, budget: number): { text: string; tokens: number; pieces: Piece[] }[] {
+  const out: { text: string; tokens: number; pieces: Piece[] }[] = [];
   let rest = run;
   while (rest !== '') {
     let lo = 1;
     let hi = rest.length;
     while (lo < hi) {
       const mid = Math.ceil((lo + hi) / 2);
-      if (countTokens(rest.slice(0, mid)) <= budget) lo = mid;
+      if (count(rest.slice(0, mid)) <= budget) lo = mid;
       else hi = mid - 1;
     }
     let cut = lo;
     // Never separate the halves of a surrogate pair.
     if (cut < rest.length && /[\uD800-\uDBFF]/.test(rest[cut - 1]!)) cut = cut > 1 ? cut - 1 : cut + 1;
     const text = rest.slice(0, cut);
-    out.push({ text, tokens: countTokens(text) });
+    const list = [...pieces(text)];
+    out.push({ text, tokens: list.reduce((sum, piece) => sum + piece.tokens, 0), pieces: list });
     rest = rest.slice(cut);
   }
   return out;
+}
+
+/** The overlap's count, from the pieces of the chunk it was taken from (all but a trimmed first one). */
+function countOverlap(overlap: Overlap): number {
+  return count(overlap.text, new Known([{ offset: -overlap.base, pieces: overlap.pieces }]));
 }
 
 /**
@@ -521,15 +656,20 @@ function splitRun(run: string, budget: number): { text: string; tokens: number }
  * would be repeated whole), and small enough that the next unit still fits (`room` tokens).
  * It is always an exact suffix of the previous chunk's text.
  */
-function overlapFrom(previous: Measured, room: number, options: ChunkOptions): string {
+function overlapFrom(previous: Measured, room: number, options: ChunkOptions): Overlap {
   const allowance = Math.min(options.overlapTokens, Math.floor(previous.tokens / 2), options.maxTokens - room - 2);
   let start = previous.text.length;
+  let first = previous.pieces.length;
   let tokens = 0;
   for (let i = previous.pieces.length - 1; i >= 0; i--) {
     const piece = previous.pieces[i]!;
     if (tokens + piece.tokens > allowance) break;
     start = piece.start;
+    first = i;
     tokens += piece.tokens;
   }
-  return previous.text.slice(start).trim();
+  const tail = previous.text.slice(start);
+  const text = tail.trim();
+  if (text === '') return NO_OVERLAP;
+  return { text, pieces: previous.pieces.slice(first), base: start + (tail.length - tail.trimStart().length) };
 }
