@@ -1,21 +1,22 @@
 #!/usr/bin/env node
-// docpipe <api|worker|webhook|all|migrate|rebuild-projections|token|env-example>
+// docpipe <api|worker|webhook|all|migrate|rebuild-projections|setup-storage|doctor|token|...>
 // One entrypoint for the three services (three Fly apps, one image) and the operator commands.
 // SIGINT/SIGTERM: stop accepting, drain requests and jobs, close pools, stop the embedded
-// Postgres, all within SHUTDOWN_TIMEOUT_MS.
+// Postgres, all within SHUTDOWN_TIMEOUT_MS; a repeated signal does not cut the drain short.
 import { existsSync } from 'node:fs';
-import closeWithGrace from 'close-with-grace';
+import os from 'node:os';
 import { ConfigError, configTable, envExample, loadConfig, type Config, type ServiceName } from './config.ts';
 import { createSql } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { startMetricsServer } from './observability/metrics.ts';
+import { DOCTOR_USAGE, formatReport, parseDoctorArgs, runDoctor } from './ops/doctor.ts';
 import { rebuildProjections } from './projections/rebuild.ts';
 import { signUserToken } from './security/tokens.ts';
 import { buildApiApp } from './services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from './services/http.ts';
 import { createStorage } from './providers/index.ts';
-import { jwtSettings, openDatabase, openRuntime, uploadSigningKey } from './services/runtime.ts';
+import { jwtSettings, openDatabase, openRuntime, uploadSigningKey, type Runtime } from './services/runtime.ts';
 import { buildWebhookApp } from './services/webhook/app.ts';
 import { startWorker } from './services/worker/worker.ts';
 
@@ -31,22 +32,49 @@ operations
   migrate              apply pending SQL migrations (Fly release_command)
   rebuild-projections  rebuild the read models from the event log
   setup-storage        create the storage bucket (Supabase) or directory (fs); idempotent
+  doctor [--api N] [--worker N] [--webhook N]
+                       check this environment against the services it names: database,
+                       session mode, migrations, connection budget for N machines of each
+                       app, storage, JWT settings, provider keys, webhook URL; exit 0 when
+                       all pass
   token [sub]          print a development JWT (embedded default or JWT_SECRET)
   env-example          print .env.example
   config-table         print the README's configuration table
+
+Logs are JSON lines, or readable lines on a terminal; LOG_FORMAT=json|pretty chooses.
 `;
 
 /** A development user id, stable across restarts so `npm start` always shows the same documents. */
 const DEV_USER = '00000000-0000-4000-8000-000000000001';
 
+/** Signals that stop a command or start the drain; Node's default for each would kill the process on the spot. */
+const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR2'] as const;
+
 async function withDatabase<T>(config: Config, logger: Logger, fn: (sql: ReturnType<typeof createSql>) => Promise<T>): Promise<T> {
   const database = await openDatabase(config, logger);
   const sql = createSql(database.url, { max: 2, applicationName: 'docpipe-cli' });
+  // The embedded PostgreSQL runs in a process group of its own, out of reach of the terminal's
+  // Ctrl-C: an interrupted command stops it itself, or it would outlive the command.
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    logger.warn({ signal }, 'interrupted: stopping');
+    void Promise.allSettled([sql.end({ timeout: 1 }), database.embedded?.stop()]).then(() => process.exit(128 + (os.constants.signals[signal] ?? 2)));
+  };
+  for (const signal of SHUTDOWN_SIGNALS) process.on(signal, onSignal);
   try {
     return await fn(sql);
+  } catch (err) {
+    // What the interruption broke is no news: the handler exits.
+    if (interrupted) return new Promise<never>(() => {});
+    throw err;
   } finally {
-    await sql.end({ timeout: 5 });
-    await database.embedded?.stop();
+    for (const signal of SHUTDOWN_SIGNALS) process.off(signal, onSignal);
+    if (!interrupted) {
+      await sql.end({ timeout: 5 });
+      await database.embedded?.stop();
+    }
   }
 }
 
@@ -54,55 +82,122 @@ async function listen(app: App, host: string, port: number): Promise<string> {
   return app.listen({ host, port });
 }
 
+/**
+ * Closes an HTTP app: in-flight requests finish, then the connections go. Fastify closes the
+ * connections that are idle when close() begins; a keep-alive connection whose request finishes
+ * during the drain (an upload in flight at SIGTERM) would stay open until its keep-alive timeout
+ * (72 s) and hold the drain past SHUTDOWN_TIMEOUT_MS. So idle connections are closed as they
+ * become idle.
+ */
+async function closeHttp(app: App): Promise<void> {
+  const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+  try {
+    await app.close();
+  } finally {
+    clearInterval(sweep);
+  }
+}
+
+/**
+ * One orderly drain on a signal or a fatal error, bounded by SHUTDOWN_TIMEOUT_MS, then exit: 0
+ * when drained after a signal, 1 after a fatal error or a timeout. A terminal's Ctrl-C arrives
+ * more than once: npm forwards SIGINT to its script, and tsx relays it to its child when it has
+ * not seen the child get it. So a repeat during the drain is expected and must not cut it short.
+ */
+function handleShutdown(logger: Logger, timeoutMs: number, drain: () => Promise<void>, stopDatabase: () => Promise<void>): void {
+  let startedAt = 0;
+  let failed = false;
+  const begin = (why: { signal: NodeJS.Signals } | { err: unknown }) => {
+    if ('err' in why) failed = true;
+    if (startedAt) {
+      if ('err' in why) logger.error({ err: why.err }, 'error during the drain');
+      else if (Date.now() - startedAt < 2_000) logger.debug({ signal: why.signal }, 'signal repeated during the drain (npm and tsx relay Ctrl-C): ignored');
+      else logger.info({ signal: why.signal }, `still draining: docpipe exits within SHUTDOWN_TIMEOUT_MS (${timeoutMs} ms)`);
+      return;
+    }
+    startedAt = Date.now();
+    if ('err' in why) logger.error({ err: why.err }, 'fatal error, shutting down');
+    else logger.info({ signal: why.signal }, 'shutting down');
+    setTimeout(() => {
+      logger.error({ timeoutMs }, 'the drain did not finish within SHUTDOWN_TIMEOUT_MS: exiting anyway (raise it if jobs need longer)');
+      // The embedded PostgreSQL, in a process group of its own, would outlive us: ask it to stop
+      // (its fast shutdown needs no help from us) and wait for it briefly.
+      void Promise.race([stopDatabase().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 2_000))]).then(() => process.exit(1));
+    }, timeoutMs).unref();
+    drain().then(
+      () => {
+        logger.info('stopped');
+        process.exit(failed ? 1 : 0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  for (const signal of SHUTDOWN_SIGNALS) process.on(signal, (s: NodeJS.Signals) => begin({ signal: s }));
+  process.on('uncaughtException', (err) => begin({ err }));
+  process.on('unhandledRejection', (err) => begin({ err }));
+}
+
 async function runServices(config: Config, logger: Logger, services: ServiceName[]): Promise<void> {
   const name = services.length === 1 ? services[0]! : 'all';
-  const runtime = await openRuntime(config, logger, name);
   const closers: (() => Promise<void>)[] = [];
-  let closing = false;
-  const shutdown = async () => {
-    if (closing) return;
-    closing = true;
-    // Reverse order of start: HTTP first (stop accepting, drain), then jobs, pools, Postgres.
-    for (const close of closers.reverse()) await close().catch((err: unknown) => logger.error({ err }, 'close failed'));
-    await runtime.close();
-  };
-  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
-    if (err) logger.error({ err }, 'fatal error, shutting down');
-    else logger.info({ signal }, 'shutting down');
-    await shutdown();
-    logger.info('stopped');
-  });
+  let runtime: Runtime | null = null;
+  let startupSettled!: () => void;
+  const startup = new Promise<void>((resolve) => (startupSettled = resolve));
+  let draining: Promise<void> | null = null;
+  // A signal during start-up waits for it to settle, then closes whatever was opened.
+  const drain = () =>
+    (draining ??= (async () => {
+      await startup;
+      // Reverse order of start: HTTP first (stop accepting, drain), then jobs, pools, Postgres.
+      for (const close of closers.reverse()) await close().catch((err: unknown) => logger.error({ err }, 'close failed'));
+      await runtime?.close();
+    })());
+  // Installed before anything starts: from here on, a signal never kills the process outright.
+  handleShutdown(logger, config.shutdownTimeoutMs, drain, async () => runtime?.database.embedded?.stop());
 
+  let failed = false;
   try {
+    runtime = await openRuntime(config, logger, name);
+    const rt = runtime;
     const jwt = await jwtSettings(config);
     const urls: Record<string, string> = {};
     const metrics = await startMetricsServer(config.host, config.metricsPorts[services.length === 1 ? services[0]! : 'api']);
     closers.push(metrics.close);
-    if (services.includes('worker')) {
-      const worker = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
+    if (services.includes('worker') && !draining) {
+      const worker = await startWorker({ config, boss: rt.boss, ctx: rt.ctx, providers: rt.providers, logger });
       closers.push(() => worker.stop());
       if (services.length === 1) {
         const health = createHttpApp({ service: 'worker', logger, maxConnections: config.http.maxConnections });
-        registerHealth(health, [{ name: 'database', check: async () => void (await runtime.sql`select 1`) }, ...runtime.readiness]);
+        registerHealth(health, [{ name: 'database', check: async () => void (await rt.sql`select 1`) }, ...rt.readiness]);
+        closers.push(() => closeHttp(health));
         urls.worker = await listen(health, config.host, config.workerPort);
-        closers.push(() => health.close());
       }
     }
-    if (services.includes('webhook')) {
-      const webhook = buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
+    if (services.includes('webhook') && !draining) {
+      const webhook = buildWebhookApp({ ctx: rt.ctx, config, logger, readiness: rt.readiness });
+      closers.push(() => closeHttp(webhook));
       urls.webhook = await listen(webhook, config.host, config.webhookPort);
-      closers.push(() => webhook.close());
     }
-    if (services.includes('api')) {
-      const { app } = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
+    if (services.includes('api') && !draining) {
+      const { app } = await buildApiApp({ config, jwt, logger, ctx: rt.ctx, storage: rt.providers.storage, uploadSigningKey: rt.uploadSigningKey, readiness: rt.readiness });
+      closers.push(() => closeHttp(app));
       urls.api = await listen(app, config.host, config.apiPort);
-      closers.push(() => app.close());
     }
-    logger.info({ urls, metrics: `http://${config.host}:${metrics.port}/metrics` }, 'docpipe started');
-    if (services.includes('api') && runtime.database.embedded && !config.jwt.secret) printWelcome(urls.api!, signUserToken(jwt, DEV_USER, { expiresInSeconds: 7 * 24 * 3600 }));
+    if (!draining) {
+      logger.info({ urls, metrics: `http://${config.host}:${metrics.port}/metrics` }, 'docpipe started');
+      if (services.includes('api') && rt.database.embedded && !config.jwt.secret) printWelcome(urls.api!, signUserToken(jwt, DEV_USER, { expiresInSeconds: 7 * 24 * 3600 }));
+    }
   } catch (err) {
     logger.error({ err }, 'start-up failed');
-    await shutdown();
+    failed = true;
+  } finally {
+    startupSettled();
+  }
+  if (failed) {
+    await drain();
     process.exitCode = 1;
   }
 }
@@ -123,6 +218,24 @@ function printWelcome(apiUrl: string, token: string): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
+/** `docpipe doctor`: the report on stdout; exit 0 when every check passes, 1 otherwise, 2 for bad flags. */
+async function doctor(args: string[]): Promise<number> {
+  let machines;
+  try {
+    machines = parseDoctorArgs(args);
+  } catch (err) {
+    process.stderr.write(`docpipe doctor: ${(err as Error).message}\n\n${DOCTOR_USAGE}`);
+    return 2;
+  }
+  if (machines === 'help') {
+    process.stdout.write(DOCTOR_USAGE);
+    return 0;
+  }
+  const results = await runDoctor({ machines });
+  process.stdout.write(formatReport(results, machines));
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<void> {
   const command = argv[0];
   if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -139,18 +252,20 @@ async function main(argv: string[]): Promise<void> {
   }
   // A local .env fills in what the environment leaves unset (never overrides it).
   if (existsSync('.env')) process.loadEnvFile('.env');
+  if (command === 'doctor') {
+    process.exitCode = await doctor(argv.slice(1));
+    return;
+  }
   let config: Config;
   try {
     config = loadConfig();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`docpipe: ${err.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`docpipe: ${err.message}\n`);
+    process.exitCode = 2;
+    return;
   }
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, {}, { format: config.logFormat });
   switch (command) {
     case 'all':
       return runServices(config, logger, ['api', 'worker', 'webhook']);

@@ -18,6 +18,8 @@ export interface Config {
   workerPort: number;
   metricsPorts: Record<ServiceName, number>;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** json lines, readable lines (pino-pretty), or auto: readable on a terminal. */
+  logFormat: 'auto' | 'json' | 'pretty';
   jwt: { secret: string | undefined; audience: string; issuer: string | undefined };
   maxUploadBytes: number;
   storage: StorageConfig;
@@ -110,6 +112,8 @@ interface VarSpec {
   default: string | undefined;
   description: string;
   parse: Parse<unknown>;
+  /** A credential: set as a secret (Fly secrets), never in a file such as a fly.*.toml's [env]. */
+  secret?: true;
 }
 
 export class ConfigError extends Error {
@@ -170,7 +174,7 @@ const secret: Parse<string> = (raw) => {
 };
 
 export const SPEC: VarSpec[] = [
-  { name: 'DATABASE_URL', default: undefined, description: 'Postgres URL (direct or Supavisor session mode). Unset: an embedded PostgreSQL under DOCPIPE_DATA_DIR.', parse: postgresUrl },
+  { name: 'DATABASE_URL', default: undefined, description: 'Postgres URL (direct or Supavisor session mode). Unset: an embedded PostgreSQL under DOCPIPE_DATA_DIR.', parse: postgresUrl, secret: true },
   { name: 'DATABASE_POOL_MAX', default: '10', description: 'Connections in the postgres.js pool of each process.', parse: int(1, 200) },
   { name: 'DOCPIPE_DATA_DIR', default: '.data', description: 'Local state: embedded Postgres cluster, local files, development secret.', parse: text },
   { name: 'EMBEDDED_PG_PORT', default: '54329', description: 'Port of the embedded PostgreSQL (only without DATABASE_URL).', parse: port },
@@ -182,7 +186,8 @@ export const SPEC: VarSpec[] = [
   { name: 'WORKER_METRICS_PORT', default: '9465', description: 'Prometheus /metrics port of the worker.', parse: port },
   { name: 'WEBHOOK_METRICS_PORT', default: '9466', description: 'Prometheus /metrics port of the webhook service.', parse: port },
   { name: 'LOG_LEVEL', default: 'info', description: 'pino level: fatal, error, warn, info, debug, trace, silent.', parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
-  { name: 'JWT_SECRET', default: undefined, description: 'HS256 secret of the Supabase project (>= 32 chars). Required with DATABASE_URL; the embedded default generates one under DOCPIPE_DATA_DIR.', parse: secret },
+  { name: 'LOG_FORMAT', default: 'auto', description: 'Log lines: json (one JSON object per line, for Fly and log shippers), pretty (readable; needs the pino-pretty dev dependency, else json), or auto (pretty on a terminal, json otherwise).', parse: oneOf('auto', 'json', 'pretty') },
+  { name: 'JWT_SECRET', default: undefined, description: 'HS256 secret of the Supabase project (>= 32 chars). Required with DATABASE_URL; the embedded default generates one under DOCPIPE_DATA_DIR.', parse: secret, secret: true },
   { name: 'JWT_AUDIENCE', default: 'authenticated', description: 'Required `aud` claim.', parse: text },
   { name: 'JWT_ISSUER', default: undefined, description: 'Required `iss` claim, e.g. https://<ref>.supabase.co/auth/v1 (unset: not checked).', parse: text },
   { name: 'MAX_UPLOAD_BYTES', default: String(50 * 1024 * 1024), description: 'Largest accepted upload; larger answers 413 FILE_TOO_LARGE.', parse: int(1, 2 ** 40) },
@@ -192,11 +197,11 @@ export const SPEC: VarSpec[] = [
   { name: 'DOCPIPE_STORAGE', default: 'fs', description: 'Storage adapter: fs (local directory) or supabase (Supabase Storage).', parse: oneOf('fs', 'supabase') },
   { name: 'STORAGE_DIR', default: undefined, description: 'Root of the fs storage (default DOCPIPE_DATA_DIR/files).', parse: text },
   { name: 'SUPABASE_URL', default: undefined, description: 'Project URL, https://<ref>.supabase.co (DOCPIPE_STORAGE=supabase).', parse: httpUrl },
-  { name: 'SUPABASE_SERVICE_ROLE_KEY', default: undefined, description: 'Service role key: storage calls bypass row-level security (DOCPIPE_STORAGE=supabase). A Fly secret.', parse: text },
+  { name: 'SUPABASE_SERVICE_ROLE_KEY', default: undefined, description: 'Service role key: storage calls bypass row-level security (DOCPIPE_STORAGE=supabase). A Fly secret.', parse: text, secret: true },
   { name: 'SUPABASE_STORAGE_BUCKET', default: 'documents', description: 'Private bucket for originals and parsed markdown; `docpipe setup-storage` creates it.', parse: text },
   { name: 'SUPABASE_TIMEOUT_SECONDS', default: '120', description: 'Timeout of one storage request.', parse: int(1, 3600) },
   { name: 'DOCPIPE_PARSER', default: 'local', description: 'Parser adapter: local (in-process) or llamaparse (LlamaCloud, webhooks plus polling).', parse: oneOf('local', 'llamaparse') },
-  { name: 'LLAMAPARSE_API_KEY', default: undefined, description: 'LlamaCloud API key, llx-... (DOCPIPE_PARSER=llamaparse). A Fly secret.', parse: text },
+  { name: 'LLAMAPARSE_API_KEY', default: undefined, description: 'LlamaCloud API key, llx-... (DOCPIPE_PARSER=llamaparse). A Fly secret.', parse: text, secret: true },
   { name: 'LLAMAPARSE_BASE_URL', default: 'https://api.cloud.llamaindex.ai', description: 'LlamaCloud base URL (EU: https://api.cloud.eu.llamaindex.ai).', parse: httpUrl },
   { name: 'LLAMAPARSE_ORGANIZATION_ID', default: undefined, description: 'Optional organization_id query parameter.', parse: text },
   { name: 'LLAMAPARSE_PROJECT_ID', default: undefined, description: 'Optional project_id query parameter.', parse: text },
@@ -205,12 +210,12 @@ export const SPEC: VarSpec[] = [
   { name: 'LLAMAPARSE_DEADLINE_MINUTES', default: '45', description: 'A parse job not finished this long after submission fails with PARSE_TIMEOUT.', parse: int(1, 24 * 60) },
   { name: 'LLAMAPARSE_TIMEOUT_SECONDS', default: '120', description: 'Timeout of one LlamaCloud HTTP request (the upload included).', parse: int(1, 3600) },
   { name: 'WEBHOOK_PUBLIC_URL', default: undefined, description: 'Base URL at which LlamaCloud reaches the webhook service (https://<app>.fly.dev). Unset: no webhooks, polling only.', parse: httpUrl },
-  { name: 'WEBHOOK_SECRET', default: undefined, description: 'HMAC key (>= 32 chars) of the per-document webhook credentials. Required with WEBHOOK_PUBLIC_URL. A Fly secret.', parse: secret },
+  { name: 'WEBHOOK_SECRET', default: undefined, description: 'HMAC key (>= 32 chars) of the per-document webhook credentials. Required with WEBHOOK_PUBLIC_URL. A Fly secret.', parse: secret, secret: true },
   { name: 'WEBHOOK_DELIVERY_RETENTION_DAYS', default: '7', description: 'Webhook delivery ids (de-duplication) are kept this long, then removed by the worker\'s maintenance job.', parse: int(1, 3650) },
-  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'LlamaCloud webhook_signing_secret: when set, LC-Signature is required and verified as well.', parse: text },
+  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'LlamaCloud webhook_signing_secret: when set, LC-Signature is required and verified as well.', parse: text, secret: true },
   { name: 'DOCPIPE_EMBEDDER', default: 'local', description: 'Embedder adapter: local (lexical feature hashing, not semantic) or openai.', parse: oneOf('local', 'openai') },
   { name: 'EMBEDDING_DIMENSIONS', default: '512', description: 'Vector dimensions (openai: the `dimensions` parameter of text-embedding-3 models).', parse: int(8, 4096) },
-  { name: 'OPENAI_API_KEY', default: undefined, description: 'OpenAI API key (DOCPIPE_EMBEDDER=openai). A Fly secret.', parse: text },
+  { name: 'OPENAI_API_KEY', default: undefined, description: 'OpenAI API key (DOCPIPE_EMBEDDER=openai). A Fly secret.', parse: text, secret: true },
   { name: 'OPENAI_BASE_URL', default: 'https://api.openai.com/v1', description: 'OpenAI base URL, /v1 included (Azure-compatible gateways work too).', parse: httpUrl },
   { name: 'OPENAI_EMBEDDING_MODEL', default: 'text-embedding-3-small', description: 'Embedding model.', parse: text },
   { name: 'OPENAI_TIMEOUT_SECONDS', default: '60', description: 'Timeout of one embeddings request.', parse: int(1, 600) },
@@ -297,6 +302,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workerPort: get('WORKER_PORT'),
     metricsPorts: { api: get('API_METRICS_PORT'), worker: get('WORKER_METRICS_PORT'), webhook: get('WEBHOOK_METRICS_PORT') },
     logLevel: get('LOG_LEVEL'),
+    logFormat: get('LOG_FORMAT'),
     jwt: { secret: get('JWT_SECRET'), audience: get('JWT_AUDIENCE'), issuer: get('JWT_ISSUER') },
     maxUploadBytes: get('MAX_UPLOAD_BYTES'),
     storage:

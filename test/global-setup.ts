@@ -17,6 +17,8 @@ export async function globalSetup(): Promise<void> {
     dataDir: dir,
     port: await freePort(),
     database: 'postgres',
+    // Removed at teardown wherever it lives (as root it may live outside `dir`).
+    throwaway: true,
     // Throwaway data: durability costs time and buys nothing here.
     postgresFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'],
   });

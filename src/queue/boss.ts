@@ -9,6 +9,9 @@ import { QUEUES, type JobRequest, type JobSender, type QueueName } from './jobs.
 
 export const BOSS_SCHEMA = 'pgboss';
 
+/** Connections of pg-boss's own pool in each process (besides DATABASE_POOL_MAX); docpipe doctor counts them. */
+export const BOSS_POOL_MAX = 5;
+
 export interface QueueSettings {
   retryLimit: number;
   retryDelaySeconds: number;
@@ -66,7 +69,7 @@ export async function startBoss(options: StartBossOptions): Promise<PgBoss> {
   const boss = new PgBoss({
     connectionString: options.url,
     schema: BOSS_SCHEMA,
-    max: options.poolMax ?? 5,
+    max: options.poolMax ?? BOSS_POOL_MAX,
     useListenNotify: true,
     application_name: `docpipe-${options.instanceName}`,
     instanceName: options.instanceName,

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config.ts';
 import { canPrepare, createSql, type Sql } from '../db/client.ts';
-import { startEmbeddedPostgres, type EmbeddedPg } from '../db/embedded.ts';
+import { EmbeddedPgError, startEmbeddedPostgres, type EmbeddedPg } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
 import type { CommandContext } from '../documents/commands.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -26,12 +26,23 @@ export interface Database {
 export async function openDatabase(config: Config, logger: Logger): Promise<Database> {
   if (config.databaseUrl) return { url: config.databaseUrl, embedded: null };
   const pgLog = logger.child({ component: 'embedded-postgres' });
-  const embedded = await startEmbeddedPostgres({
-    dataDir: config.dataDir,
-    port: config.embeddedPgPort,
-    log: (m) => pgLog.debug(m),
-  });
-  logger.info({ dataDir: config.dataDir, port: config.embeddedPgPort }, 'embedded PostgreSQL started');
+  let embedded: EmbeddedPg;
+  try {
+    embedded = await startEmbeddedPostgres({
+      dataDir: config.dataDir,
+      port: config.embeddedPgPort,
+      // Ctrl-C reaches the whole foreground process group: the database must outlive the drain.
+      ownProcessGroup: true,
+      log: (m) => pgLog.debug(m),
+    });
+  } catch (err) {
+    // Not installed, a port taken, a cluster in use, out of the postgres user's reach: the user's
+    // to fix, so one line that says how (like a configuration error, exit code 2), not a stack.
+    if (!(err instanceof EmbeddedPgError)) throw err;
+    process.stderr.write(`docpipe: ${err.message}\n`);
+    process.exit(2);
+  }
+  logger.info({ dataDir: config.dataDir, port: config.embeddedPgPort, cluster: embedded.clusterDir, binaries: embedded.binDir }, 'embedded PostgreSQL started');
   return { url: embedded.url, embedded };
 }
 

@@ -1,5 +1,5 @@
 // A fake LlamaCloud parsing API (v1) for tests and local runs: a real HTTP server on
-// 127.0.0.1 that behaves like the service described in ../shared/CONTRACTS.md, awkward parts
+// 127.0.0.1 that behaves like LlamaCloud's documented v1 parsing API, awkward parts
 // included. Jobs stay PENDING for a while, then are parsed with the project's local parser;
 // webhooks carry only the job id, default to a JSON-encoded *string* body, are retried three
 // times and may be signed; the legacy `webhook_url` receives the result itself.

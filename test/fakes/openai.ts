@@ -1,6 +1,6 @@
 // A faithful fake of OpenAI's embeddings API over real HTTP on 127.0.0.1, for tests and for
-// scripts/fakes.ts. It reproduces the awkward parts (see ../shared/CONTRACTS.md, "OpenAI
-// embeddings"): Bearer auth with OpenAI's error objects, the request limits (8191 tokens per
+// scripts/fakes.ts. It reproduces the awkward parts of the real API (docs/PROVIDERS.md,
+// "OpenAI"): Bearer auth with OpenAI's error objects, the request limits (8191 tokens per
 // input, 2048 inputs, 300,000 tokens per request, counted with cl100k_base), `dimensions`
 // only on text-embedding-3 models, base64 (the SDK's default) and float encodings, 429s with
 // Retry-After and x-ratelimit-* headers, and its own per-minute limits.

@@ -1,7 +1,7 @@
 // A faithful in-memory fake of the Supabase Storage API (`${SUPABASE_URL}/storage/v1`) on
 // 127.0.0.1, for the storage contract tests and for scripts that need a Supabase without a
 // network. It answers what supabase-js 2.119 calls, the way the real storage server answers
-// (../../../shared/CONTRACTS.md "Supabase Storage"):
+// (as documented by Supabase and observed against the open-source storage server):
 //
 // - errors are HTTP 400 with the real status as a *string* `statusCode` in the body
 //   (`{"statusCode":"404","error":"not_found","message":"Object not found","code":"NoSuchKey"}`);

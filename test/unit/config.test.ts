@@ -39,6 +39,7 @@ describe('loadConfig', () => {
       workerPort: 3002,
       metricsPorts: { api: 9464, worker: 9465, webhook: 9466 },
       logLevel: 'info',
+      logFormat: 'auto',
       jwt: { secret: undefined, audience: 'authenticated', issuer: undefined },
       maxUploadBytes: 50 * 1024 * 1024,
       storage: { kind: 'fs', dir: path.join(dataDir, 'files') },

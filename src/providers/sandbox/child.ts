@@ -1,17 +1,12 @@
 // The sandbox child's entry (pool.ts forks it): runs the local parser and the chunker on the
 // bytes it is sent, one task at a time, and answers with the result or the error it caught.
 // It never touches the network, the database or storage, and has an empty environment.
+import './child-signals.ts';
 import { chunkMarkdown } from '../chunker.ts';
 import { createLocalParser } from '../parser/local.ts';
 import type { ParserLimits, SyncParser } from '../types.ts';
 import type { SandboxReply, SandboxRequest } from './pool.ts';
 import { serializeError, type SandboxTask } from './tasks.ts';
-
-// The parent decides when this process ends (it kills it); a Ctrl-C meant for the parent must not
-// kill a task in the middle and fail its document. A parent that dies closes the channel instead.
-process.on('SIGINT', () => {});
-process.on('SIGTERM', () => {});
-process.on('disconnect', () => process.exit(0));
 
 const parsers = new Map<string, SyncParser>();
 const utf8 = new TextDecoder('utf-8');
