@@ -23,6 +23,7 @@ import { buildApiApp } from '../../src/services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from '../../src/services/http.ts';
 import { buildWebhookApp } from '../../src/services/webhook/app.ts';
 import { createDatabase, type TestDatabase } from '../helpers/db.ts';
+import { documentedSecrets } from '../helpers/fly-toml.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SERVICES: ServiceName[] = ['api', 'worker', 'webhook'];
@@ -186,16 +187,6 @@ function workerWorstCaseMb(config: Config): number {
 // ---------------------------------------------------------------------------------------------
 const SPEC_NAMES = new Set(SPEC.map((s) => s.name));
 const SECRET_NAMES = new Set(SPEC.filter((s) => s.secret).map((s) => s.name));
-
-/** The configuration variables named in a toml's leading comment (the secrets to set). */
-function documentedSecrets(text: string): Set<string> {
-  const header: string[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('#')) break;
-    header.push(line);
-  }
-  return new Set([...header.join('\n').matchAll(/\b[A-Z][A-Z0-9_]+\b/g)].map((m) => m[0]).filter((n) => SPEC_NAMES.has(n)));
-}
 
 function placeholder(name: string): string {
   if (name === 'DATABASE_URL') return 'postgresql://docpipe:placeholder@db.example.invalid:5432/postgres';
