@@ -1,7 +1,7 @@
 // Rollback is safe by construction only if the previous image keeps working against the schema
 // the new image migrated to: within a release, migrations only expand. A deploy runs
 // `docpipe migrate` (the api's release command) before any machine changes, and a rollback
-// (docs/ROLLBACK-snippet.md) redeploys the previous image without undoing a migration. So a
+// (docs/DEPLOY.md, "Rolling back") redeploys the previous image without undoing a migration. So a
 // migration must not remove, rename or retype anything, nor tighten what the previous code may
 // write, unless it carries a line
 //
