@@ -12,7 +12,7 @@ import { createLogger, type Logger } from './observability/logger.ts';
 import { startMetricsServer } from './observability/metrics.ts';
 import { DOCTOR_USAGE, formatReport, parseDoctorArgs, runDoctor } from './ops/doctor.ts';
 import { rebuildProjections } from './projections/rebuild.ts';
-import { signUserToken } from './security/tokens.ts';
+import { parseTokenArgs, signUserToken } from './security/tokens.ts';
 import { buildApiApp } from './services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from './services/http.ts';
 import { createStorage } from './providers/index.ts';
@@ -37,7 +37,9 @@ operations
                        session mode, migrations, connection budget for N machines of each
                        app, storage, JWT settings, provider keys, webhook URL; exit 0 when
                        all pass
-  token [sub]          print a development JWT (embedded default or JWT_SECRET)
+  token [sub] [--ttl 24h]
+                       print a user JWT signed with JWT_SECRET (or the embedded default);
+                       --ttl in m, h or d (a smoke-test user's token: --ttl 365d)
   env-example          print .env.example
   config-table         print the README's configuration table
 
@@ -177,7 +179,10 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
       }
     }
     if (services.includes('webhook') && !draining) {
-      const webhook = buildWebhookApp({ ctx: rt.ctx, config, logger, readiness: rt.readiness });
+      // Alone (a Fly app), it serves the deployment's LlamaParse whatever its own DOCPIPE_PARSER
+      // says; beside the worker in `all`, deliveries come only if that worker's parser calls back.
+      const expectsDeliveries = services.length === 1 || config.parser.kind === 'llamaparse';
+      const webhook = buildWebhookApp({ ctx: rt.ctx, config, logger, readiness: rt.readiness, expectsDeliveries });
       closers.push(() => closeHttp(webhook));
       urls.webhook = await listen(webhook, config.host, config.webhookPort);
     }
@@ -295,8 +300,16 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'token': {
+      let args: { sub: string; ttlSeconds: number };
+      try {
+        args = parseTokenArgs(argv.slice(1), DEV_USER);
+      } catch (err) {
+        process.stderr.write(`docpipe token: ${(err as Error).message}\n\n${USAGE}`);
+        process.exitCode = 2;
+        return;
+      }
       const jwt = await jwtSettings(config);
-      process.stdout.write(signUserToken(jwt, argv[1] ?? DEV_USER, { expiresInSeconds: 24 * 3600 }) + '\n');
+      process.stdout.write(signUserToken(jwt, args.sub, { expiresInSeconds: args.ttlSeconds }) + '\n');
       return;
     }
     default:

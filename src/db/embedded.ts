@@ -23,7 +23,7 @@
 import { spawn, spawnSync, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, chown, cp, lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, cp, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -287,6 +287,13 @@ async function reachableBinaries(bin: Binaries, user: RunAs, log: (m: string) =>
 }
 
 /** Removes clusters whose <dataDir>/pg link is gone (the data directory was deleted) and that no postgres runs. */
+/**
+ * How long an orphaned cluster is kept after its last start. A checkout that was moved (rather
+ * than deleted) leaves its old link path behind but still links to its cluster: its next start
+ * reclaims it (clusterLocation rewrites the record), as long as that comes within this time.
+ */
+export const ORPHAN_GRACE_MS = 7 * 24 * 3600 * 1000;
+
 async function sweepOrphans(clusters: string, keep: string, log: (m: string) => void): Promise<void> {
   const names = await readdir(clusters).catch(() => [] as string[]);
   for (const name of names) {
@@ -301,7 +308,10 @@ async function sweepOrphans(clusters: string, keep: string, log: (m: string) => 
     if (owner === null) continue; // being created right now, or not ours
     const link = await readlink(owner.trim()).catch(() => null);
     if (link === dir || postmasterPid(dir) !== null) continue;
-    log(`removing the cluster ${dir}: its link ${owner.trim()} is gone`);
+    // The record's mtime is the cluster's last start (clusterLocation touches it).
+    const lastUsed = (await stat(`${dir}.owner`).catch(() => null))?.mtimeMs ?? 0;
+    if (Date.now() - lastUsed < ORPHAN_GRACE_MS) continue;
+    log(`removing the cluster ${dir}: its link ${owner.trim()} is gone and it has not been started for ${Math.floor(ORPHAN_GRACE_MS / 86_400_000)} days`);
     await rm(dir, { recursive: true, force: true });
     await rm(`${dir}.owner`, { force: true });
   }
@@ -318,7 +328,13 @@ async function clusterLocation(dataDir: string, user: RunAs | null, log: (m: str
   const st = await lstat(inPlace).catch(() => null);
   if (st?.isSymbolicLink()) {
     const dir = path.resolve(dataDir, await readlink(inPlace));
-    if (existsSync(dir)) return { dir, link: inPlace };
+    if (existsSync(dir)) {
+      // Record this start, and where the link is now: a moved checkout reclaims its cluster.
+      if (/^[0-9a-f]{16}$/.test(path.basename(dir)) && existsSync(`${dir}.owner`)) {
+        await writeFile(`${dir}.owner`, inPlace + '\n', { mode: 0o644 }).catch(() => {});
+      }
+      return { dir, link: inPlace };
+    }
     log(`the cluster ${dir} that ${inPlace} points to is gone: creating a new one`);
     await unlink(inPlace);
   } else if (st) {

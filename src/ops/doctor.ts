@@ -1,6 +1,6 @@
 // `docpipe doctor`: checks an environment against the services it names and reports line by
 // line, with a fix for every failure. Run it with the production variables from a laptop, or on
-// a machine: fly ssh console -C "node dist/src/cli.js doctor --api 2 --worker 3 --webhook 2".
+// a machine: fly ssh console -a APP -C "node /app/dist/src/cli.js doctor --api 2 --worker 3 --webhook 2".
 //
 // Each check is a small function returning a CheckResult; a check that cannot run says why
 // (skipped), and only failures make the exit code non-zero. An invalid variable does not stop
@@ -198,8 +198,14 @@ async function databaseCheck(env: NodeJS.ProcessEnv, config: Config | null, inva
       const why = 'the configuration is invalid (see configuration)';
       return { result: skip(name, why), sql: null, url: null, unavailable: why };
     }
-    const why = 'DATABASE_URL is not set: services use the embedded PostgreSQL (local development); set it to check a deployment';
-    return { result: skip(name, why), sql: null, url: null, unavailable: 'no DATABASE_URL to check (see database)' };
+    // A failure, not a skip: the doctor checks a deployment, and "all checks passed" from a shell
+    // where the production variables were not exported would be a false all-clear.
+    return {
+      result: fail(name, 'DATABASE_URL is not set (the services would start an embedded PostgreSQL: local development, not a deployment)', 'export the production variables first, or run the doctor on a machine: fly ssh console -a APP -C "node /app/dist/src/cli.js doctor"'),
+      sql: null,
+      url: null,
+      unavailable: 'no DATABASE_URL to check (see database)',
+    };
   }
   const url = new URL(config.databaseUrl);
   const sql = createSql(config.databaseUrl, { max: 2, applicationName: 'docpipe-doctor' });
@@ -302,7 +308,7 @@ async function migrationsCheck(db: DbState, dir: string | undefined, timeoutMs: 
     return fail(
       name,
       `${pending.length} pending: ${pending.map((m) => m.name).join(', ')} (${rows.length} applied)`,
-      'run `docpipe migrate` with this DATABASE_URL (on Fly: fly ssh console -C "node dist/src/cli.js migrate"), or deploy again so the release command runs it',
+      'run `docpipe migrate` with this DATABASE_URL (on Fly: fly ssh console -a API_APP -C "node /app/dist/src/cli.js migrate"), or deploy again so the release command runs it',
     );
   }
   const newer = unknown.length > 0 ? `; the database also has ${unknown.map((r) => r.name).join(', ')}, which this build does not know (it is older than the database)` : '';

@@ -1,6 +1,7 @@
 // JWT verification and (for development and tests only) signing. Supabase's legacy projects
 // sign user tokens with one HS256 secret; the algorithm list is fixed, so `alg: none` or a
 // switched algorithm never verifies. JWKS (ES256/RS256) arrives in a later issue.
+import { parseArgs } from 'node:util';
 import { createSigner, createVerifier, TokenError } from 'fast-jwt';
 import { textProblem } from '../db/text.ts';
 
@@ -77,4 +78,16 @@ export function signUserToken(settings: JwtSettings, sub: string, options: { exp
     ...(settings.issuer ? { iss: settings.issuer } : {}),
   });
   return sign({ sub, role: 'authenticated', ...options.claims });
+}
+
+/** `docpipe token [sub] [--ttl 24h]`: the subject and the lifetime (m, h or d; at most 400 days). */
+export function parseTokenArgs(args: string[], defaultSub: string): { sub: string; ttlSeconds: number } {
+  const { values, positionals } = parseArgs({ args, strict: true, allowPositionals: true, options: { ttl: { type: 'string' } } });
+  if (positionals.length > 1) throw new Error(`one subject at most, got ${positionals.length}`);
+  const ttl = values.ttl ?? '24h';
+  const match = /^([1-9][0-9]*)([mhd])$/.exec(ttl);
+  if (!match) throw new Error(`--ttl ${JSON.stringify(ttl)}: expected a number and a unit, m, h or d (e.g. 30m, 24h, 365d)`);
+  const ttlSeconds = Number(match[1]) * { m: 60, h: 3600, d: 86_400 }[match[2] as 'm' | 'h' | 'd'];
+  if (ttlSeconds > 400 * 86_400) throw new Error(`--ttl ${ttl} is over 400 days`);
+  return { sub: positionals[0] ?? defaultSub, ttlSeconds };
 }

@@ -2,8 +2,6 @@
 // database of the test cluster: every check passes with a healthy configuration, and each
 // mistake a deployment can make fails its own check (and only that one), with a fix.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -15,6 +13,7 @@ import { startFakeLlamaParse } from '../fakes/llamaparse.ts';
 import { startFakeOpenAI } from '../fakes/openai.ts';
 import { startFakeSupabaseStorage } from '../fakes/supabase-storage.ts';
 import { createDatabase } from '../helpers/db.ts';
+import { runToExit, type Exit } from '../helpers/process.ts';
 import { TEST_JWT_SECRET, TEST_WEBHOOK_SECRET } from '../helpers/stack.ts';
 
 const CHECKS = ['configuration', 'database', 'session mode', 'migrations', 'connection budget', 'storage', 'jwt', 'llamaparse key', 'openai key', 'webhook url'];
@@ -77,19 +76,11 @@ function assertFails(results: CheckResult[], failing: string[], skipped: string[
 }
 
 /** Runs the real CLI (`docpipe doctor`) with exactly `env` (plus PATH), as a child process. */
-async function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), 'doctor', ...args], {
+function cli(args: string[], env: Record<string, string>): Promise<Exit> {
+  return runToExit(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), 'doctor', ...args], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    timeoutMs: 60_000,
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c));
-  child.stderr.on('data', (c: Buffer) => (stderr += c));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const [code] = (await once(child, 'exit')) as [number | null];
-  clearTimeout(timer);
-  return { code, stdout, stderr };
 }
 
 describe('a healthy configuration', () => {
@@ -107,10 +98,11 @@ describe('a healthy configuration', () => {
     assert.doesNotMatch(stdout, new RegExp(db.url.split('@')[0]!.split(':').at(-1)!), 'the database password is never printed');
   });
 
-  test('without DATABASE_URL and providers (the local default), what does not apply is skipped with a reason', async () => {
+  test('without DATABASE_URL (the local default) the database check fails: no false all-clear; what depends on it, and unused providers, are skipped with a reason', async () => {
     const local = await runDoctor({ env: { DOCPIPE_DATA_DIR: dataDir }, timeoutMs: 5_000 });
-    assertFails(local, [], ['database', 'session mode', 'migrations', 'connection budget', 'jwt', 'llamaparse key', 'openai key', 'webhook url']);
+    assertFails(local, ['database'], ['session mode', 'migrations', 'connection budget', 'jwt', 'llamaparse key', 'openai key', 'webhook url']);
     assert.match(byName(local, 'database').detail, /DATABASE_URL is not set/);
+    assert.match(byName(local, 'database').fix!, /export the production variables/);
     assert.match(byName(local, 'llamaparse key').detail, /local/);
   });
 });

@@ -5,7 +5,6 @@
 // key once, creates the bucket, and prints the deploy and smoke commands with a token the stack
 // accepts. It refuses a transaction-mode DATABASE_URL and a file with a missing value.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +14,7 @@ import { loadConfig, type Config } from '../../src/config.ts';
 import { createTokenVerifier } from '../../src/security/tokens.ts';
 import { startFakeSupabaseStorage } from '../fakes/supabase-storage.ts';
 import { documentedSecrets } from '../helpers/fly-toml.ts';
+import { runToExit } from '../helpers/process.ts';
 
 const JWT_SECRET = 'fly-setup-test-secret-fly-setup-test-secret-0123';
 const storage = await startFakeSupabaseStorage();
@@ -41,14 +41,11 @@ async function run(values: Record<string, string>): Promise<Run> {
   await rm(calls, { force: true });
   const file = path.join(dir, `deploy-${++runs}.env`);
   await writeFile(file, Object.entries(values).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
-  // Asynchronously: the Storage fake answers from this process.
-  const result = await new Promise<Omit<Run, 'envFile'>>((resolve) => {
-    execFile('bash', ['scripts/fly-setup.sh', file], {
-      env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, DOCPIPE_DATA_DIR: path.join(dir, 'data') },
-      timeout: 120_000,
-    }, (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
+  const result = await runToExit('bash', ['scripts/fly-setup.sh', file], {
+    env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, DOCPIPE_DATA_DIR: path.join(dir, 'data') },
+    timeoutMs: 120_000,
   });
-  return { ...result, envFile: await readFile(file, 'utf8') };
+  return { status: result.code, stdout: result.stdout, stderr: result.stderr, envFile: await readFile(file, 'utf8') };
 }
 
 const good = {

@@ -158,6 +158,9 @@ test('the production build runs api, worker and webhook from a pruned install, w
   const services = (['api', 'worker', 'webhook'] as const).map((name) => startService(name, app, env));
   await Promise.all(services.map((s) => waitReady(s, `http://127.0.0.1:${ports[s.name as keyof typeof ports]}/readyz`, 30_000)));
   lap('migrate, then api, worker and webhook ready');
+  // The webhook app on its own expects LlamaParse's deliveries whatever its own DOCPIPE_PARSER
+  // says (fly.webhook.toml sets none): without a secret it must say so.
+  assert.match(services[2]!.output(), /neither WEBHOOK_SECRET nor LLAMAPARSE_WEBHOOK_SIGNING_SECRET is set/);
 
   // 5. An upload through the api, parsed and embedded by the worker.
   const token = signUserToken({ secret: JWT_SECRET, audience: 'authenticated', issuer: undefined }, 'production-build-user', { expiresInSeconds: 600 });

@@ -1,13 +1,13 @@
 // The smoke of the pipeline in-process, and the post-deploy smoke script (scripts/smoke.ts) run
 // for real, as a child process, against a local stack and against broken targets.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { freePort } from '../../src/util/free-port.ts';
+import { runToExit, type Exit } from '../helpers/process.ts';
 import { startStack, upload, waitForStatus } from '../helpers/stack.ts';
 
 test('a text file goes from upload to ready', async () => {
@@ -21,17 +21,8 @@ test('a text file goes from upload to ready', async () => {
 });
 
 /** `npm run smoke -- ...args`: the script under tsx, in a child process, bounded. */
-async function smoke(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
-  const started = performance.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('scripts/smoke.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c));
-  child.stderr.on('data', (c: Buffer) => (stderr += c));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-  const [code] = (await once(child, 'exit')) as [number | null];
-  clearTimeout(timer);
-  return { code, stdout, stderr, ms: performance.now() - started };
+function smoke(args: string[]): Promise<Exit> {
+  return runToExit(process.execPath, ['--import', 'tsx', path.resolve('scripts/smoke.ts'), ...args], { timeoutMs: 90_000 });
 }
 
 /** The RESULT column of the row `check` in the verdict table. */

@@ -8,13 +8,16 @@ import { registerLlamaParseWebhook } from './llamaparse.ts';
 
 export interface WebhookDeps {
   ctx: CommandContext;
-  /**
-   * `http` and `parser` are optional for tests that build a second webhook app from a partial
-   * config; without `parser`, the app assumes a parser that uses webhooks.
-   */
-  config: Pick<Config, 'webhook'> & Partial<Pick<Config, 'http' | 'parser'>>;
+  /** `http` is optional for tests that build a second webhook app from a partial config. */
+  config: Pick<Config, 'webhook'> & Partial<Pick<Config, 'http'>>;
   logger: Logger;
   readiness?: ReadinessCheck[];
+  /**
+   * Will deliveries arrive? True (the default) for the webhook service on its own, which exists
+   * for them whatever its own DOCPIPE_PARSER says (the worker's decides); false only for
+   * `docpipe all` on the local parser, which never calls back.
+   */
+  expectsDeliveries?: boolean;
 }
 
 export function buildWebhookApp(deps: WebhookDeps): App {
@@ -22,10 +25,8 @@ export function buildWebhookApp(deps: WebhookDeps): App {
   const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: 10 * 1024 * 1024, maxConnections: deps.config.http?.maxConnections });
   registerHealth(app, [{ name: 'database', check: async () => void (await deps.ctx.sql`select 1`) }, ...(deps.readiness ?? [])]);
   const { secret, llamaparseSigningSecret } = deps.config.webhook;
-  // Only a parser that calls back (LlamaParse) sends anything here; the local parser never does,
-  // and warning about a secret it cannot use would only teach people to ignore warnings.
-  const parserUsesWebhooks = deps.config.parser === undefined || deps.config.parser.kind === 'llamaparse';
-  if (parserUsesWebhooks && !secret && !llamaparseSigningSecret) {
+  // Warning about a secret that nothing would use would only teach people to ignore warnings.
+  if ((deps.expectsDeliveries ?? true) && !secret && !llamaparseSigningSecret) {
     deps.logger.warn('neither WEBHOOK_SECRET nor LLAMAPARSE_WEBHOOK_SIGNING_SECRET is set: every webhook delivery will be refused and parses finish by polling only, later: set WEBHOOK_SECRET to the worker\'s value');
   }
   registerLlamaParseWebhook(app, { ctx: deps.ctx, secret, signingSecret: llamaparseSigningSecret });
