@@ -39,9 +39,12 @@ interface Run { status: number | null; stdout: string; stderr: string; envFile: 
 let runs = 0;
 async function run(values: Record<string, string>): Promise<Run> {
   await rm(calls, { force: true });
-  const file = path.join(dir, `deploy-${++runs}.env`);
+  const name = `deploy-${++runs}.env`;
+  const file = path.join(dir, name);
   await writeFile(file, Object.entries(values).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
-  const result = await runToExit('bash', ['scripts/fly-setup.sh', file], {
+  // From another directory, with a relative path, as a user would run it.
+  const result = await runToExit('bash', [path.resolve('scripts/fly-setup.sh'), name], {
+    cwd: dir,
     env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, DOCPIPE_DATA_DIR: path.join(dir, 'data') },
     timeoutMs: 120_000,
   });
@@ -52,7 +55,8 @@ const good = {
   API_APP: 'acme-docpipe-api',
   WEBHOOK_APP: 'acme-docpipe-webhook',
   WORKER_APP: 'acme-docpipe-worker',
-  DATABASE_URL: 'postgres://postgres.ref:pw@aws-0-us-east-1.pooler.supabase.com:5432/postgres',
+  // A password a shell would mangle: the file is read literally, never sourced.
+  DATABASE_URL: 'postgres://postgres.ref:p$HOME&`id` x@aws-0-us-east-1.pooler.supabase.com:5432/postgres',
   JWT_SECRET,
   SUPABASE_URL: storage.url,
   SUPABASE_SERVICE_ROLE_KEY: storage.serviceKey,
@@ -105,6 +109,13 @@ test('creates the apps, stages what each app needs to run, creates the bucket, p
   assert.equal(again.status, 0, again.stderr);
   assert.doesNotMatch(again.stdout, /generated WEBHOOK_SECRET/);
   assert.ok((await flyCalls()).some((c) => c.includes(`WEBHOOK_SECRET=${generated}`)));
+});
+
+test('a line that is not NAME=value is refused by its number, without echoing it (it may hold a secret)', async () => {
+  const result = await run({ ...good, 'sk-live-pasted-on-its-own-line #': '' });
+  assert.equal(result.status, 1);
+  assert.match(result.stderr, /line 10: expected NAME=value/);
+  assert.doesNotMatch(result.stderr, /sk-live/);
 });
 
 test('refuses a transaction-mode DATABASE_URL and names a missing value, before touching Fly', async () => {
