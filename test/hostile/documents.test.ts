@@ -50,8 +50,11 @@ test('four 1.2 MB DOCX inflating to 1.2 GB each, at once: all refused, memory fl
     assertFailedOnce(result, 'DOCUMENT_LIMIT_EXCEEDED', /DOCX_MAX_(XML_BYTES|COMPRESSION_RATIO)/);
   }
   const peak = Math.max(...results.map((r) => r.memory.peakTotalMb));
-  t.diagnostic(`${(docx.length / 1e6).toFixed(1)} MB each; service + sandbox peak ${peak} MB (today: 5.4 GB)`);
-  assert.ok(peak < 1_000, `service + sandbox peak ${peak} MB`);
+  const start = Math.min(...results.map((r) => r.memory.startMainMb + r.memory.startChildrenMb));
+  t.diagnostic(`${(docx.length / 1e6).toFixed(1)} MB each; service + sandbox from ${start} MB to a peak of ${peak} MB (today: 5.4 GB)`);
+  // Growth, not the absolute figure: the sandbox keeps what the earlier tests' documents left it
+  // (about 960 MB at this point) until its processes are recycled.
+  assert.ok(peak - start < SMALL_GROWTH_MB, `service + sandbox grew from ${start} to ${peak} MB`);
 });
 
 test('a 1 MB PDF whose content stream inflates to 1 GB: DOCUMENT_LIMIT_EXCEEDED (PDF_MAX_STREAM_BYTES), nothing inflated into memory', { timeout: 180_000 }, async (t) => {
