@@ -40,9 +40,11 @@ API_APP="${API_APP:-docpipe-api}"
 WEBHOOK_APP="${WEBHOOK_APP:-docpipe-webhook}"
 WORKER_APP="${WORKER_APP:-docpipe-worker}"
 missing=()
-for name in DATABASE_URL JWT_SECRET SUPABASE_URL SUPABASE_SERVICE_ROLE_KEY LLAMAPARSE_API_KEY OPENAI_API_KEY; do
+for name in DATABASE_URL SUPABASE_URL SUPABASE_SERVICE_ROLE_KEY LLAMAPARSE_API_KEY OPENAI_API_KEY; do
   [ -n "${!name:-}" ] || missing+=("$name")
 done
+# User tokens: the project's JWKS (asymmetric keys, new projects), its legacy HS256 secret, or both.
+[ -n "${JWT_JWKS_URL:-}" ] || [ -n "${JWT_SECRET:-}" ] || missing+=("JWT_JWKS_URL or JWT_SECRET")
 [ "${#missing[@]}" -eq 0 ] || fail "set ${missing[*]} in $env_file"
 case "$DATABASE_URL" in
   *:6543/*) fail "DATABASE_URL is Supavisor's transaction mode (port 6543): docpipe needs a session (LISTEN/NOTIFY); use the session-mode URL on port 5432" ;;
@@ -65,7 +67,9 @@ for app in "$API_APP" "$WEBHOOK_APP" "$WORKER_APP"; do
 done
 
 # Staged: applied by each app's next deploy (nothing is running yet to restart).
-common=("DATABASE_URL=$DATABASE_URL" "JWT_SECRET=$JWT_SECRET" "SUPABASE_URL=$SUPABASE_URL" "SUPABASE_SERVICE_ROLE_KEY=$SUPABASE_SERVICE_ROLE_KEY")
+common=("DATABASE_URL=$DATABASE_URL" "SUPABASE_URL=$SUPABASE_URL" "SUPABASE_SERVICE_ROLE_KEY=$SUPABASE_SERVICE_ROLE_KEY")
+[ -z "${JWT_SECRET:-}" ] || common+=("JWT_SECRET=$JWT_SECRET")
+[ -z "${JWT_JWKS_URL:-}" ] || common+=("JWT_JWKS_URL=$JWT_JWKS_URL")
 [ -z "${JWT_ISSUER:-}" ] || common+=("JWT_ISSUER=$JWT_ISSUER")
 flyctl secrets set --stage -a "$API_APP" "${common[@]}" > /dev/null
 flyctl secrets set --stage -a "$WEBHOOK_APP" "${common[@]}" "WEBHOOK_SECRET=$WEBHOOK_SECRET" \
@@ -80,7 +84,12 @@ echo "(apps already running: \`fly secrets deploy -a APP\` applies them now, res
 DOCPIPE_STORAGE=supabase npm run -s docpipe -- setup-storage
 
 # A user token for the smoke test, signed with the project's JWT secret (valid 24 hours).
-token="$(npm run -s docpipe -- token smoke-test)"
+if [ -n "${JWT_SECRET:-}" ]; then
+  token="$(npm run -s docpipe -- token smoke-test)"
+else
+  # Asymmetric keys only: tokens come from Supabase Auth, not from here.
+  token='"<the access_token of a Supabase user of this project>"'
+fi
 cat <<EOF
 
 Next:

@@ -187,7 +187,7 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
       urls.webhook = await listen(webhook, config.host, config.webhookPort);
     }
     if (services.includes('api') && !draining) {
-      const { app } = await buildApiApp({ config, jwt, logger, ctx: rt.ctx, storage: rt.providers.storage, uploadSigningKey: rt.uploadSigningKey, readiness: rt.readiness });
+      const { app } = await buildApiApp({ config, jwt, jwksUrl: config.jwt.jwksUrl, logger, ctx: rt.ctx, storage: rt.providers.storage, uploadSigningKey: rt.uploadSigningKey, readiness: rt.readiness });
       closers.push(() => closeHttp(app));
       urls.api = await listen(app, config.host, config.apiPort);
     }
@@ -292,7 +292,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'setup-storage': {
-      const storage = createStorage(config, uploadSigningKey(await jwtSettings(config)));
+      const storage = createStorage(config, await uploadSigningKey(config, await jwtSettings(config)));
       const outcome = await storage.setup();
       await storage.check();
       const where = config.storage.kind === 'supabase' ? `bucket "${config.storage.bucket}" at ${config.storage.url}` : `directory ${config.storage.dir}`;
@@ -309,6 +309,11 @@ async function main(argv: string[]): Promise<void> {
         return;
       }
       const jwt = await jwtSettings(config);
+      if (!jwt.secret) {
+        process.stderr.write('docpipe token: signs with JWT_SECRET (HS256), which is not set; with JWT_JWKS_URL alone, user tokens come from Supabase Auth (the access_token of a signed-in user)\n');
+        process.exitCode = 2;
+        return;
+      }
       process.stdout.write(signUserToken(jwt, args.sub, { expiresInSeconds: args.ttlSeconds }) + '\n');
       return;
     }

@@ -20,7 +20,7 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** json lines, readable lines (pino-pretty), or auto: readable on a terminal. */
   logFormat: 'auto' | 'json' | 'pretty';
-  jwt: { secret: string | undefined; audience: string; issuer: string | undefined };
+  jwt: { secret: string | undefined; jwksUrl: string | undefined; audience: string; issuer: string | undefined };
   maxUploadBytes: number;
   storage: StorageConfig;
   parser: ParserConfig;
@@ -187,7 +187,8 @@ export const SPEC: VarSpec[] = [
   { name: 'WEBHOOK_METRICS_PORT', default: '9466', description: 'Prometheus /metrics port of the webhook service.', parse: port },
   { name: 'LOG_LEVEL', default: 'info', description: 'pino level: fatal, error, warn, info, debug, trace, silent.', parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   { name: 'LOG_FORMAT', default: 'auto', description: 'Log lines: json (one JSON object per line, for Fly and log shippers), pretty (readable; needs the pino-pretty dev dependency, else json), or auto (pretty on a terminal, json otherwise).', parse: oneOf('auto', 'json', 'pretty') },
-  { name: 'JWT_SECRET', default: undefined, description: 'HS256 secret of the Supabase project (>= 32 chars). Required with DATABASE_URL; the embedded default generates one under DOCPIPE_DATA_DIR.', parse: secret, secret: true },
+  { name: 'JWT_SECRET', default: undefined, description: 'Legacy HS256 secret of the Supabase project (>= 32 chars). With DATABASE_URL, this or JWT_JWKS_URL (or both) is required; the embedded default generates one under DOCPIPE_DATA_DIR.', parse: secret, secret: true },
+  { name: 'JWT_JWKS_URL', default: undefined, description: 'JWKS of the asymmetric signing keys (ES256, RS256): https://<ref>.supabase.co/auth/v1/.well-known/jwks.json. Fetched at start, refreshed every 10 min and at most every 30 s on an unknown kid; the last good set is kept while it is down.', parse: httpUrl },
   { name: 'JWT_AUDIENCE', default: 'authenticated', description: 'Required `aud` claim.', parse: text },
   { name: 'JWT_ISSUER', default: undefined, description: 'Required `iss` claim, e.g. https://<ref>.supabase.co/auth/v1 (unset: not checked).', parse: text },
   { name: 'MAX_UPLOAD_BYTES', default: String(50 * 1024 * 1024), description: 'Largest accepted upload; larger answers 413 FILE_TOO_LARGE.', parse: int(1, 2 ** 40) },
@@ -272,8 +273,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const get = <T>(name: string) => values.get(name) as T;
 
-  if (get<string | undefined>('DATABASE_URL') !== undefined && get<string | undefined>('JWT_SECRET') === undefined && !problems.some((p) => p.startsWith('JWT_SECRET'))) {
-    problems.push('JWT_SECRET: required when DATABASE_URL is set (the HS256 secret of your Supabase project)');
+  if (
+    get<string | undefined>('DATABASE_URL') !== undefined &&
+    get<string | undefined>('JWT_SECRET') === undefined &&
+    get<string | undefined>('JWT_JWKS_URL') === undefined &&
+    !problems.some((p) => p.startsWith('JWT_SECRET') || p.startsWith('JWT_JWKS_URL'))
+  ) {
+    problems.push('JWT_SECRET or JWT_JWKS_URL: one is required when DATABASE_URL is set (the JWKS URL of your Supabase project, or its legacy HS256 secret)');
   }
   const maxTokens = get<number>('CHUNK_MAX_TOKENS');
   const overlap = get<number>('CHUNK_OVERLAP_TOKENS');
@@ -303,7 +309,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsPorts: { api: get('API_METRICS_PORT'), worker: get('WORKER_METRICS_PORT'), webhook: get('WEBHOOK_METRICS_PORT') },
     logLevel: get('LOG_LEVEL'),
     logFormat: get('LOG_FORMAT'),
-    jwt: { secret: get('JWT_SECRET'), audience: get('JWT_AUDIENCE'), issuer: get('JWT_ISSUER') },
+    jwt: { secret: get('JWT_SECRET'), jwksUrl: get('JWT_JWKS_URL'), audience: get('JWT_AUDIENCE'), issuer: get('JWT_ISSUER') },
     maxUploadBytes: get('MAX_UPLOAD_BYTES'),
     storage:
       get('DOCPIPE_STORAGE') === 'supabase'

@@ -1,12 +1,17 @@
-// JWT verification and (for development and tests only) signing. Supabase's legacy projects
-// sign user tokens with one HS256 secret; the algorithm list is fixed, so `alg: none` or a
-// switched algorithm never verifies. JWKS (ES256/RS256) arrives in a later issue.
+// JWT verification and (for development and tests only) signing. Supabase projects sign user
+// tokens with asymmetric keys published as a JWKS (ES256, or RS256), or, legacy projects, with
+// one HS256 secret; docpipe takes either or both. The algorithm follows from where the key comes
+// from, never from the token alone: HS256 only with the configured secret, ES256/RS256 only with
+// a key of that type from the JWKS, found by `kid`. So `alg: none`, a switched algorithm, or an
+// HS256 token "signed" with a public key never verifies.
 import { parseArgs } from 'node:util';
-import { createSigner, createVerifier, TokenError } from 'fast-jwt';
+import { createDecoder, createSigner, createVerifier, TokenError } from 'fast-jwt';
 import { textProblem } from '../db/text.ts';
+import type { JwksCache } from './jwks.ts';
 
 export interface JwtSettings {
-  secret: string;
+  /** The legacy HS256 secret (JWT_SECRET); also the key of fs signed-upload URLs when set. */
+  secret: string | undefined;
   audience: string;
   issuer: string | undefined;
 }
@@ -17,7 +22,13 @@ export interface Principal {
   email: string | null;
 }
 
-export type AuthFailure = 'AUTH_MISSING_TOKEN' | 'AUTH_INVALID_TOKEN' | 'AUTH_TOKEN_EXPIRED';
+export type AuthFailure =
+  | 'AUTH_MISSING_TOKEN'
+  | 'AUTH_INVALID_TOKEN'
+  | 'AUTH_TOKEN_EXPIRED'
+  | 'AUTH_TOKEN_NOT_YET_VALID'
+  | 'AUTH_TOKEN_TOO_LARGE'
+  | 'AUTH_UNKNOWN_KEY';
 
 export class AuthError extends Error {
   constructor(
@@ -29,47 +40,122 @@ export class AuthError extends Error {
   }
 }
 
-export function createTokenVerifier(settings: JwtSettings): (token: string) => Principal {
-  const verify = createVerifier({
-    key: settings.secret,
-    algorithms: ['HS256'],
+/** Tokens longer than this are refused before any parsing (Supabase's are about 1 KB). */
+export const MAX_TOKEN_BYTES = 8 * 1024;
+/** Clock skew tolerated on exp and nbf. */
+export const CLOCK_TOLERANCE_MS = 30_000;
+
+type Verify = (token: string) => Record<string, unknown>;
+
+function verifierFor(key: string, algorithm: 'HS256' | 'ES256' | 'RS256', settings: Pick<JwtSettings, 'audience' | 'issuer'>): Verify {
+  return createVerifier({
+    key,
+    algorithms: [algorithm],
     allowedAud: settings.audience,
     ...(settings.issuer ? { allowedIss: settings.issuer } : {}),
-    requiredClaims: ['sub', 'exp'],
-    clockTolerance: 5_000,
+    // aud is required, not only checked when present: a token minted for no audience is not ours.
+    requiredClaims: ['sub', 'exp', 'aud', ...(settings.issuer ? ['iss'] : [])],
+    clockTolerance: CLOCK_TOLERANCE_MS,
     cache: 1000,
-  });
+  }) as Verify;
+}
+
+function authErrorOf(err: unknown): AuthError {
+  if (err instanceof AuthError) return err;
+  if (err instanceof TokenError && err.code === TokenError.codes.expired) return new AuthError('AUTH_TOKEN_EXPIRED', 'the token has expired');
+  if (err instanceof TokenError && err.code === TokenError.codes.inactive) return new AuthError('AUTH_TOKEN_NOT_YET_VALID', 'the token is not valid yet (nbf)');
+  return new AuthError('AUTH_INVALID_TOKEN', 'the token is invalid');
+}
+
+/** The principal of verified claims; refuses a sub, role or email that could not be stored. */
+function principalOf(claims: Record<string, unknown>): Principal {
+  if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 255) {
+    throw new AuthError('AUTH_INVALID_TOKEN', 'the token has no usable sub claim');
+  }
+  const principal: Principal = {
+    sub: claims.sub,
+    role: typeof claims.role === 'string' ? claims.role : null,
+    email: typeof claims.email === 'string' ? claims.email : null,
+  };
+  // Every principal string may end up in SQL or an event's jsonb (sub does: owner_id, actor),
+  // where a NUL or an unpaired surrogate would fail the statement with a 500.
+  for (const [claim, value] of Object.entries(principal)) {
+    if (typeof value === 'string' && textProblem(value) !== null) {
+      throw new AuthError('AUTH_INVALID_TOKEN', `the token's ${claim} claim is not valid text (a NUL character or an unpaired surrogate)`);
+    }
+  }
+  return principal;
+}
+
+function assertSize(token: string): void {
+  if (token.length > MAX_TOKEN_BYTES) throw new AuthError('AUTH_TOKEN_TOO_LARGE', `the token is over ${MAX_TOKEN_BYTES} bytes`);
+}
+
+/** HS256 only, synchronous: the development default, tests and tools. */
+export function createTokenVerifier(settings: JwtSettings): (token: string) => Principal {
+  if (!settings.secret) throw new Error('createTokenVerifier needs the HS256 secret');
+  const verify = verifierFor(settings.secret, 'HS256', settings);
   return (token) => {
+    assertSize(token);
     let claims: Record<string, unknown>;
     try {
-      claims = verify(token) as Record<string, unknown>;
+      claims = verify(token);
     } catch (err) {
-      if (err instanceof TokenError && err.code === TokenError.codes.expired) {
-        throw new AuthError('AUTH_TOKEN_EXPIRED', 'the token has expired');
-      }
+      throw authErrorOf(err);
+    }
+    return principalOf(claims);
+  };
+}
+
+/**
+ * The API's verifier: HS256 with the secret, ES256/RS256 with the JWKS, whichever is configured
+ * (both may be). Throws AuthError with a stable code.
+ */
+export function createAuthVerifier(settings: JwtSettings & { jwks: JwksCache | null }): (token: string) => Promise<Principal> {
+  if (!settings.secret && !settings.jwks) throw new Error('no JWT secret and no JWKS: nothing to verify tokens with');
+  const hs256 = settings.secret ? verifierFor(settings.secret, 'HS256', settings) : null;
+  const decodeHeader = createDecoder({ complete: true, checkTyp: undefined });
+  const byKid = new Map<string, { pem: string; verify: Verify }>();
+  return async (token) => {
+    assertSize(token);
+    let header: { alg?: unknown; kid?: unknown };
+    try {
+      header = (decodeHeader(token) as { header: { alg?: unknown; kid?: unknown } }).header;
+    } catch {
       throw new AuthError('AUTH_INVALID_TOKEN', 'the token is invalid');
     }
-    if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 255) {
-      throw new AuthError('AUTH_INVALID_TOKEN', 'the token has no usable sub claim');
-    }
-    const principal: Principal = {
-      sub: claims.sub,
-      role: typeof claims.role === 'string' ? claims.role : null,
-      email: typeof claims.email === 'string' ? claims.email : null,
-    };
-    // Every principal string may end up in SQL or an event's jsonb (sub does: owner_id, actor),
-    // where a NUL or an unpaired surrogate would fail the statement with a 500.
-    for (const [claim, value] of Object.entries(principal)) {
-      if (typeof value === 'string' && textProblem(value) !== null) {
-        throw new AuthError('AUTH_INVALID_TOKEN', `the token's ${claim} claim is not valid text (a NUL character or an unpaired surrogate)`);
+    let verify: Verify;
+    if (header.alg === 'HS256') {
+      if (!hs256) throw new AuthError('AUTH_INVALID_TOKEN', 'HS256 tokens are not accepted here (no JWT_SECRET)');
+      verify = hs256;
+    } else if (header.alg === 'ES256' || header.alg === 'RS256') {
+      if (!settings.jwks) throw new AuthError('AUTH_INVALID_TOKEN', `${header.alg} tokens are not accepted here (no JWT_JWKS_URL)`);
+      if (typeof header.kid !== 'string' || header.kid === '' || header.kid.length > 200) throw new AuthError('AUTH_INVALID_TOKEN', 'the token has no usable kid');
+      const key = await settings.jwks.key(header.kid);
+      if (!key) throw new AuthError('AUTH_UNKNOWN_KEY', 'the token was signed with a key the JWKS does not hold');
+      if (key.alg !== header.alg) throw new AuthError('AUTH_INVALID_TOKEN', 'the token\'s algorithm does not match its key');
+      let cached = byKid.get(key.kid);
+      if (!cached || cached.pem !== key.pem) {
+        cached = { pem: key.pem, verify: verifierFor(key.pem, key.alg, settings) };
+        byKid.set(key.kid, cached);
       }
+      verify = cached.verify;
+    } else {
+      throw new AuthError('AUTH_INVALID_TOKEN', 'the token\'s algorithm is not accepted');
     }
-    return principal;
+    let claims: Record<string, unknown>;
+    try {
+      claims = verify(token);
+    } catch (err) {
+      throw authErrorOf(err);
+    }
+    return principalOf(claims);
   };
 }
 
 /** Signs a Supabase-shaped user token. For the development default and tests, not production. */
 export function signUserToken(settings: JwtSettings, sub: string, options: { expiresInSeconds?: number; claims?: Record<string, unknown> } = {}): string {
+  if (!settings.secret) throw new Error('signUserToken needs the HS256 secret');
   const sign = createSigner({
     key: settings.secret,
     algorithm: 'HS256',

@@ -46,18 +46,34 @@ export async function openDatabase(config: Config, logger: Logger): Promise<Data
   return { url: embedded.url, embedded };
 }
 
-/** The HS256 secret: configured, or (embedded default only) generated once and kept. */
+/**
+ * The token settings: the configured HS256 secret and/or JWKS; with neither (the embedded
+ * default only: config requires one with DATABASE_URL), a development secret generated once and kept.
+ */
 export async function jwtSettings(config: Config): Promise<JwtSettings> {
-  if (config.jwt.secret) return { secret: config.jwt.secret, audience: config.jwt.audience, issuer: config.jwt.issuer };
-  const file = path.join(config.dataDir, 'dev-jwt-secret');
-  await mkdir(config.dataDir, { recursive: true });
-  if (!existsSync(file)) await writeFile(file, randomBytes(32).toString('base64url') + '\n', { mode: 0o600 });
-  return { secret: (await readFile(file, 'utf8')).trim(), audience: config.jwt.audience, issuer: config.jwt.issuer };
+  const base = { audience: config.jwt.audience, issuer: config.jwt.issuer };
+  if (config.jwt.secret || config.jwt.jwksUrl) return { ...base, secret: config.jwt.secret };
+  return { ...base, secret: await keptSecret(config, 'dev-jwt-secret') };
 }
 
-/** The key of the fs storage's signed upload URLs, derived from the JWT secret (no extra secret to manage). */
-export function uploadSigningKey(jwt: JwtSettings): Buffer {
-  return createHmac('sha256', jwt.secret).update('docpipe/fs-upload-url/v1').digest();
+/** A random secret generated once under DOCPIPE_DATA_DIR and kept there. */
+async function keptSecret(config: Config, name: string): Promise<string> {
+  const file = path.join(config.dataDir, name);
+  await mkdir(config.dataDir, { recursive: true });
+  if (!existsSync(file)) await writeFile(file, randomBytes(32).toString('base64url') + '\n', { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  return (await readFile(file, 'utf8')).trim();
+}
+
+/**
+ * The key of the fs storage's signed upload URLs: derived from the JWT secret (no extra secret to
+ * manage), or, with a JWKS alone, from a secret kept under DOCPIPE_DATA_DIR (fs storage is one
+ * machine's disk anyway).
+ */
+export async function uploadSigningKey(config: Config, jwt: JwtSettings): Promise<Buffer> {
+  const secret = jwt.secret ?? (await keptSecret(config, 'upload-signing-secret'));
+  return createHmac('sha256', secret).update('docpipe/fs-upload-url/v1').digest();
 }
 
 export interface Runtime {
@@ -84,7 +100,7 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
     }
     const boss = await startBoss({ url: database.url, settings: config.queue, logger, instanceName });
     const jwt = await jwtSettings(config);
-    const signingKey = uploadSigningKey(jwt);
+    const signingKey = await uploadSigningKey(config, jwt);
     const providers = createProviders(config, { sql, logger, uploadSigningKey: signingKey });
     // Checked once at start-up, loudly, without blocking it: /readyz keeps failing (so Fly.io
     // routes no traffic here) until the storage answers, e.g. after `docpipe setup-storage`.

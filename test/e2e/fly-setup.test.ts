@@ -111,6 +111,22 @@ test('creates the apps, stages what each app needs to run, creates the bucket, p
   assert.ok((await flyCalls()).some((c) => c.includes(`WEBHOOK_SECRET=${generated}`)));
 });
 
+test('a project on asymmetric keys: JWT_JWKS_URL alone is staged, and the smoke token is left to Supabase Auth', async () => {
+  const { JWT_SECRET: _legacy, ...rest } = good;
+  const result = await run({ ...rest, JWT_JWKS_URL: 'https://abcd.supabase.co/auth/v1/.well-known/jwks.json' });
+  assert.equal(result.status, 0, result.stderr + result.stdout);
+  const call = (await flyCalls()).find((c) => c.slice(0, 5).join(' ') === `secrets set --stage -a ${good.API_APP}`)!;
+  const staged = Object.fromEntries(call.slice(5).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  assert.equal(staged.JWT_SECRET, undefined);
+  const { config, documented } = await machineConfig('api', staged);
+  assert.equal(config.jwt.jwksUrl, 'https://abcd.supabase.co/auth/v1/.well-known/jwks.json');
+  assert.ok(documented.has('JWT_JWKS_URL'), 'fly.api.toml lists JWT_JWKS_URL');
+  assert.match(result.stdout, /--token "<the access_token of a Supabase user of this project>"/);
+  const neither = await run(rest);
+  assert.equal(neither.status, 1);
+  assert.match(neither.stderr, /set JWT_JWKS_URL or JWT_SECRET/);
+});
+
 test('a line that is not NAME=value is refused by its number, without echoing it (it may hold a secret)', async () => {
   const result = await run({ ...good, 'sk-live-pasted-on-its-own-line #': '' });
   assert.equal(result.status, 1);

@@ -40,7 +40,7 @@ describe('loadConfig', () => {
       metricsPorts: { api: 9464, worker: 9465, webhook: 9466 },
       logLevel: 'info',
       logFormat: 'auto',
-      jwt: { secret: undefined, audience: 'authenticated', issuer: undefined },
+      jwt: { secret: undefined, jwksUrl: undefined, audience: 'authenticated', issuer: undefined },
       maxUploadBytes: 50 * 1024 * 1024,
       storage: { kind: 'fs', dir: path.join(dataDir, 'files') },
       parser: { kind: 'local' },
@@ -88,7 +88,7 @@ describe('loadConfig', () => {
       JOB_RETRY_LIMIT: '0',
     });
     assert.equal(config.databaseUrl, 'postgresql://u:p@db.example.com:5432/postgres');
-    assert.deepEqual(config.jwt, { secret: SECRET, audience: 'authenticated', issuer: 'https://ref.supabase.co/auth/v1' });
+    assert.deepEqual(config.jwt, { secret: SECRET, jwksUrl: undefined, audience: 'authenticated', issuer: 'https://ref.supabase.co/auth/v1' });
     assert.equal(config.apiPort, 8080);
     assert.equal(config.logLevel, 'debug');
     assert.equal(config.dataDir, '/tmp/docpipe-x');
@@ -112,10 +112,10 @@ describe('loadConfig', () => {
     }
   });
 
-  test('JWT_SECRET is required with DATABASE_URL', () => {
+  test('JWT_SECRET or JWT_JWKS_URL is required with DATABASE_URL', () => {
     const err = configError({ DATABASE_URL: 'postgres://u@localhost/db' });
-    assert.deepEqual(named(err), ['JWT_SECRET']);
-    assert.match(err.message, /required when DATABASE_URL is set/);
+    assert.deepEqual(named(err), ['JWT_SECRET or JWT_JWKS_URL']);
+    assert.match(err.message, /one is required when DATABASE_URL is set/);
     // A secret that is too short is reported once, for its length.
     const short = configError({ DATABASE_URL: 'postgres://u@localhost/db', JWT_SECRET: 'short' });
     assert.deepEqual(named(short), ['JWT_SECRET']);
@@ -148,7 +148,10 @@ describe('loadConfig', () => {
     assert.deepEqual(config.storage, { kind: 'fs', dir: path.join(path.resolve('.data'), 'files') });
     // An empty JWT_SECRET is a missing one, not a too-short one.
     const err = configError({ DATABASE_URL: 'postgres://u@localhost/db', JWT_SECRET: '' });
-    assert.match(err.message, /JWT_SECRET: required/);
+    assert.match(err.message, /JWT_SECRET or JWT_JWKS_URL: one is required/);
+    // A JWKS alone is enough (new Supabase projects sign with asymmetric keys).
+    const jwksOnly = loadConfig({ DATABASE_URL: 'postgres://u@localhost/db', JWT_JWKS_URL: 'https://ref.supabase.co/auth/v1/.well-known/jwks.json' });
+    assert.deepEqual([jwksOnly.jwt.secret, jwksOnly.jwt.jwksUrl], [undefined, 'https://ref.supabase.co/auth/v1/.well-known/jwks.json']);
   });
 });
 

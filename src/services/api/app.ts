@@ -8,7 +8,8 @@ import { migrationsCurrent } from '../../db/migrate.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { Storage } from '../../providers/types.ts';
-import { AuthError, createTokenVerifier, type JwtSettings, type Principal } from '../../security/tokens.ts';
+import { createJwksCache } from '../../security/jwks.ts';
+import { AuthError, createAuthVerifier, type JwtSettings, type Principal } from '../../security/tokens.ts';
 import { HttpError } from '../errors.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerDocumentRoutes } from './documents.ts';
@@ -24,9 +25,13 @@ declare module 'fastify' {
   }
 }
 
+const ALLOWED_ROLES = new Set(['authenticated', 'service_role']);
+
 export interface ApiDeps {
   config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads' | 'http'>;
   jwt: JwtSettings;
+  /** JWT_JWKS_URL: ES256/RS256 user tokens by kid, beside (or instead of) the HS256 secret. */
+  jwksUrl?: string;
   logger: Logger;
   ctx: CommandContext;
   storage: Storage;
@@ -55,7 +60,14 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
 
   await app.register(multipart, { limits: { fileSize: deps.config.maxUploadBytes } });
 
-  const verify = createTokenVerifier(deps.jwt);
+  const jwks = deps.jwksUrl ? createJwksCache({ url: deps.jwksUrl, logger: deps.logger }) : null;
+  if (jwks) {
+    app.addHook('onClose', async () => jwks.close());
+    // Before the first request, without blocking start-up on an outage: a set that cannot be
+    // fetched now is fetched again on the first unknown kid.
+    if (await jwks.refresh()) deps.logger.info({ jwks: deps.jwksUrl, keys: jwks.state().keys }, 'JWKS loaded');
+  }
+  const verify = createAuthVerifier({ ...deps.jwt, jwks });
   app.decorateRequest('principal', null);
   app.addHook('onRequest', async (request: FastifyRequest) => {
     // Routes marked public (the fs upload route) authenticate by their own signed token instead,
@@ -65,10 +77,15 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     try {
       if (!match) throw new AuthError('AUTH_MISSING_TOKEN', 'an Authorization: Bearer <jwt> header is required');
-      request.principal = verify(match[1]!);
+      request.principal = await verify(match[1]!);
     } catch (err) {
       if (err instanceof AuthError) throw new HttpError(401, err.code, err.message, { 'www-authenticate': 'Bearer' });
       throw err;
+    }
+    // Supabase's roles: `authenticated` users act on their own documents, `service_role` is the
+    // backend's own key; `anon` (a signed-out client) and anything else may do nothing here.
+    if (!ALLOWED_ROLES.has(request.principal.role ?? '')) {
+      throw new HttpError(403, 'AUTH_FORBIDDEN_ROLE', `the token's role ${JSON.stringify(request.principal.role)} may not use this API (authenticated or service_role only)`);
     }
   });
 
