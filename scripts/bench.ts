@@ -490,7 +490,7 @@ async function main(): Promise<Results> {
   const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
   onCleanup('api', () => api.app.close());
 
-  const webhookApp = buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
+  const webhookApp = await buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
   const webhookUrl = await webhookApp.listen({ host: '127.0.0.1', port: 0 });
   onCleanup('webhook', () => webhookApp.close());
   const webhookBaseline = await startWebhookBaseline();

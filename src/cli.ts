@@ -182,7 +182,7 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
       // Alone (a Fly app), it serves the deployment's LlamaParse whatever its own DOCPIPE_PARSER
       // says; beside the worker in `all`, deliveries come only if that worker's parser calls back.
       const expectsDeliveries = services.length === 1 || config.parser.kind === 'llamaparse';
-      const webhook = buildWebhookApp({ ctx: rt.ctx, config, logger, readiness: rt.readiness, expectsDeliveries });
+      const webhook = await buildWebhookApp({ ctx: rt.ctx, config, logger, readiness: rt.readiness, expectsDeliveries });
       closers.push(() => closeHttp(webhook));
       urls.webhook = await listen(webhook, config.host, config.webhookPort);
     }

@@ -51,6 +51,8 @@ export interface Config {
   workerDocumentBudgetBytes: number;
   /** Bounds on what clients can hold open on the HTTP services. */
   http: {
+    /** CORS_ORIGINS: empty, no CORS. */
+    corsOrigins: string[];
     maxConnections: number;
     uploadConcurrencyPerUser: number;
     uploadConcurrencyMax: number;
@@ -143,6 +145,21 @@ const oneOf =
   };
 
 const text: Parse<string> = (raw) => raw;
+
+/** Comma-separated browser origins (scheme://host[:port], no path): the CORS allow-list. */
+const origins: Parse<string[]> = (raw) =>
+  raw.split(',').map((item) => item.trim()).filter(Boolean).map((item) => {
+    let url: URL;
+    try {
+      url = new URL(item);
+    } catch {
+      throw new Error(`${JSON.stringify(item)} is not an origin like https://app.example.com`);
+    }
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.origin !== item.replace(/\/$/, '') || url.hostname.includes('*')) {
+      throw new Error(`${JSON.stringify(item)} is not an origin like https://app.example.com (scheme, host and port only; no path, no wildcard)`);
+    }
+    return url.origin;
+  });
 
 const postgresUrl: Parse<string> = (raw) => {
   let url: URL;
@@ -243,6 +260,7 @@ export const SPEC: VarSpec[] = [
   { name: 'JOB_HEARTBEAT_SECONDS', default: '30', description: 'A job whose worker misses this heartbeat is retried (>= 10).', parse: int(10, 3600) },
   { name: 'QUEUE_SUPERVISE_INTERVAL_SECONDS', default: '15', description: 'How often pg-boss looks for expired jobs and missed heartbeats.', parse: int(1, 3600) },
   { name: 'QUEUE_POLLING_INTERVAL_SECONDS', default: '2', description: 'Polling interval of idle workers; new jobs wake them at once by LISTEN/NOTIFY, this bounds the wait for retries and backlog.', parse: int(1, 600) },
+  { name: 'CORS_ORIGINS', default: undefined, description: 'Browser origins allowed to call the API (comma-separated, e.g. https://app.example.com). Unset: no CORS headers at all (server-to-server clients need none).', parse: origins },
   { name: 'MAX_CONNECTIONS', default: '1000', description: 'Open connections per HTTP server (api, webhook); further connections are closed at once.', parse: int(16, 1_000_000) },
   { name: 'UPLOAD_CONCURRENCY_PER_USER', default: '4', description: 'Uploads one user may stream to one API process at once; more answer 429 TOO_MANY_UPLOADS.', parse: int(1, 10_000) },
   { name: 'UPLOAD_CONCURRENCY_MAX', default: '64', description: 'Uploads one API process streams at once, all users together; more answer 503 SERVER_BUSY.', parse: int(1, 100_000) },
@@ -366,6 +384,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sandbox: { processes: get('SANDBOX_PROCESSES'), memoryMb: get('SANDBOX_MEMORY_MB'), timeoutSeconds: get('SANDBOX_TIMEOUT_SECONDS') },
     workerDocumentBudgetBytes: get<number>('WORKER_DOCUMENT_BUDGET_MB') * 1024 * 1024,
     http: {
+      corsOrigins: get<string[] | undefined>('CORS_ORIGINS') ?? [],
       maxConnections: get('MAX_CONNECTIONS'),
       uploadConcurrencyPerUser: get('UPLOAD_CONCURRENCY_PER_USER'),
       uploadConcurrencyMax: get('UPLOAD_CONCURRENCY_MAX'),

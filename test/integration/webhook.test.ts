@@ -16,7 +16,7 @@ const meta = { correlationId: randomUUID(), causationId: null, actor: 'test', re
 
 const stack: TestStack = await startStack({ worker: false, env: { WEBHOOK_SECRET: SECRET, WEBHOOK_PUBLIC_URL: 'http://127.0.0.1:9' } });
 // A second webhook service over the same database, configured with LlamaCloud's signing secret.
-const signedApp = buildWebhookApp({
+const signedApp = await buildWebhookApp({
   ctx: stack.runtime.ctx,
   config: { webhook: { publicUrl: undefined, secret: SECRET, llamaparseSigningSecret: SIGNING, deliveryRetentionDays: 7 } },
   logger: stack.runtime.logger,

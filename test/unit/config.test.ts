@@ -58,7 +58,7 @@ describe('loadConfig', () => {
       },
       sandbox: { processes: 2, memoryMb: 1024, timeoutSeconds: 300 },
       workerDocumentBudgetBytes: 64 * 1024 * 1024,
-      http: { maxConnections: 1000, uploadConcurrencyPerUser: 4, uploadConcurrencyMax: 64, uploadMinBytesPerSecond: 1024 },
+      http: { corsOrigins: [], maxConnections: 1000, uploadConcurrencyPerUser: 4, uploadConcurrencyMax: 64, uploadMinBytesPerSecond: 1024 },
       embedBatchSize: 64,
       queue: {
         concurrency: 4,

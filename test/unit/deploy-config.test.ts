@@ -493,7 +493,7 @@ before(async () => {
     uploadSigningKey,
   });
   apps.set('api', api.app);
-  apps.set('webhook', buildWebhookApp({ ctx, config: configOf('webhook'), logger: silent }));
+  apps.set('webhook', await buildWebhookApp({ ctx, config: configOf('webhook'), logger: silent }));
   // The worker's health port, built as `docpipe worker` builds it (src/cli.ts).
   const worker = createHttpApp({ service: 'worker', logger: silent, maxConnections: configOf('worker').http.maxConnections });
   registerHealth(worker, [{ name: 'database', check: async () => void (await db.sql`select 1`) }]);

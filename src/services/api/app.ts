@@ -11,6 +11,7 @@ import type { Storage } from '../../providers/types.ts';
 import { createJwksCache } from '../../security/jwks.ts';
 import { AuthError, createAuthVerifier, type JwtSettings, type Principal } from '../../security/tokens.ts';
 import { HttpError } from '../errors.ts';
+import { registerEdgeSecurity } from '../edge-security.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerDocumentRoutes } from './documents.ts';
 import { StatusWaiter } from './status-waiter.ts';
@@ -58,6 +59,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   await waiter.start();
   app.addHook('preClose', () => waiter.close());
 
+  await registerEdgeSecurity(app, { corsOrigins: deps.config.http.corsOrigins ?? [] });
   await app.register(multipart, { limits: { fileSize: deps.config.maxUploadBytes } });
 
   const jwks = deps.jwksUrl ? createJwksCache({ url: deps.jwksUrl, logger: deps.logger }) : null;
@@ -72,7 +74,8 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   app.addHook('onRequest', async (request: FastifyRequest) => {
     // Routes marked public (the fs upload route) authenticate by their own signed token instead,
     // like Supabase's signed upload URLs.
-    if (!request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
+    // Preflights carry no credentials; with CORS_ORIGINS the CORS plugin answers them.
+    if (request.method === 'OPTIONS' || !request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
     const header = request.headers.authorization;
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     try {

@@ -3,6 +3,7 @@
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { registerEdgeSecurity } from '../edge-security.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerLlamaParseWebhook } from './llamaparse.ts';
 
@@ -20,9 +21,11 @@ export interface WebhookDeps {
   expectsDeliveries?: boolean;
 }
 
-export function buildWebhookApp(deps: WebhookDeps): App {
+export async function buildWebhookApp(deps: WebhookDeps): Promise<App> {
   // Legacy result payloads carry the whole document's text: allow them, bounded.
   const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: 10 * 1024 * 1024, maxConnections: deps.config.http?.maxConnections });
+  // Headers only: LlamaCloud calls from a server, so no browser origin is ever allowed (no CORS).
+  await registerEdgeSecurity(app, { corsOrigins: [] });
   registerHealth(app, [{ name: 'database', check: async () => void (await deps.ctx.sql`select 1`) }, ...(deps.readiness ?? [])]);
   const { secret, llamaparseSigningSecret } = deps.config.webhook;
   // Warning about a secret that nothing would use would only teach people to ignore warnings.
