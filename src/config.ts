@@ -4,6 +4,8 @@
 import path from 'node:path';
 import { DEFAULT_PARSER_LIMITS, type ParserLimits } from './providers/types.ts';
 
+import type { RateLimitSettings } from './services/api/limits.ts';
+
 export type ServiceName = 'api' | 'worker' | 'webhook';
 
 export interface Config {
@@ -51,6 +53,9 @@ export interface Config {
   workerDocumentBudgetBytes: number;
   /** Bounds on what clients can hold open on the HTTP services. */
   http: {
+    /** Where the client address comes from (services/api/limits.ts). */
+    trustProxy: 'none' | 'fly';
+    rateLimits: RateLimitSettings;
     /** CORS_ORIGINS: empty, no CORS. */
     corsOrigins: string[];
     maxConnections: number;
@@ -260,6 +265,13 @@ export const SPEC: VarSpec[] = [
   { name: 'JOB_HEARTBEAT_SECONDS', default: '30', description: 'A job whose worker misses this heartbeat is retried (>= 10).', parse: int(10, 3600) },
   { name: 'QUEUE_SUPERVISE_INTERVAL_SECONDS', default: '15', description: 'How often pg-boss looks for expired jobs and missed heartbeats.', parse: int(1, 3600) },
   { name: 'QUEUE_POLLING_INTERVAL_SECONDS', default: '2', description: 'Polling interval of idle workers; new jobs wake them at once by LISTEN/NOTIFY, this bounds the wait for retries and backlog.', parse: int(1, 600) },
+  { name: 'TRUST_PROXY', default: 'none', description: 'fly: behind Fly.io\'s proxy, the client address is the Fly-Client-IP header it sets; none: the connection\'s peer (a client cannot choose its address by sending the header).', parse: oneOf('none', 'fly') },
+  { name: 'RATE_LIMIT_PER_ADDRESS', default: '1200', description: 'Requests per client address per minute on the api, before authentication (0: no limit). Per process.', parse: int(0, 10_000_000) },
+  { name: 'RATE_LIMIT_UPLOADS', default: '60', description: 'Uploads (POST /v1/documents, /v1/uploads) per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
+  { name: 'RATE_LIMIT_LONG_POLLS', default: '120', description: 'Long-polls (GET ...?wait=N) per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
+  { name: 'RATE_LIMIT_REQUESTS', default: '1200', description: 'Other API requests per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
+  { name: 'LONG_POLLS_PER_USER', default: '10', description: 'Long-polls one user may hold open at once; past it, 429 TOO_MANY_LONG_POLLS. Per process.', parse: int(1, 1_000_000) },
+  { name: 'LONG_POLLS_MAX', default: '5000', description: 'Long-polls one api process holds open at once. Per process.', parse: int(1, 10_000_000) },
   { name: 'CORS_ORIGINS', default: undefined, description: 'Browser origins allowed to call the API (comma-separated, e.g. https://app.example.com). Unset: no CORS headers at all (server-to-server clients need none).', parse: origins },
   { name: 'MAX_CONNECTIONS', default: '1000', description: 'Open connections per HTTP server (api, webhook); further connections are closed at once.', parse: int(16, 1_000_000) },
   { name: 'UPLOAD_CONCURRENCY_PER_USER', default: '4', description: 'Uploads one user may stream to one API process at once; more answer 429 TOO_MANY_UPLOADS.', parse: int(1, 10_000) },
@@ -384,6 +396,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sandbox: { processes: get('SANDBOX_PROCESSES'), memoryMb: get('SANDBOX_MEMORY_MB'), timeoutSeconds: get('SANDBOX_TIMEOUT_SECONDS') },
     workerDocumentBudgetBytes: get<number>('WORKER_DOCUMENT_BUDGET_MB') * 1024 * 1024,
     http: {
+      trustProxy: get('TRUST_PROXY'),
+      rateLimits: {
+        perAddress: get('RATE_LIMIT_PER_ADDRESS'),
+        uploads: get('RATE_LIMIT_UPLOADS'),
+        longPolls: get('RATE_LIMIT_LONG_POLLS'),
+        requests: get('RATE_LIMIT_REQUESTS'),
+        longPollsPerUser: get('LONG_POLLS_PER_USER'),
+        longPollsMax: get('LONG_POLLS_MAX'),
+      },
       corsOrigins: get<string[] | undefined>('CORS_ORIGINS') ?? [],
       maxConnections: get('MAX_CONNECTIONS'),
       uploadConcurrencyPerUser: get('UPLOAD_CONCURRENCY_PER_USER'),

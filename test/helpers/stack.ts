@@ -17,6 +17,7 @@ import { freePort } from '../../src/util/free-port.ts';
 import { createDatabase, type TestDatabase } from './db.ts';
 
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789';
+export const NO_RATE_LIMITS = { RATE_LIMIT_PER_ADDRESS: '0', RATE_LIMIT_UPLOADS: '0', RATE_LIMIT_LONG_POLLS: '0', RATE_LIMIT_REQUESTS: '0' } as const;
 export const TEST_WEBHOOK_SECRET = 'test-webhook-secret-test-webhook-secret-01';
 
 export interface TestStack {
@@ -67,6 +68,9 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     QUEUE_SUPERVISE_INTERVAL_SECONDS: '2',
     // One sandbox process is enough for a test's few documents, and each costs a start-up.
     SANDBOX_PROCESSES: '1',
+    // Every test client is 127.0.0.1 and one of a few users: the request budgets are off unless a
+    // test sets them (test/security/rate-limits.test.ts does).
+    ...NO_RATE_LIMITS,
     ...(options.webhooks ? { WEBHOOK_PUBLIC_URL: `http://127.0.0.1:${webhookPort}`, WEBHOOK_SECRET: TEST_WEBHOOK_SECRET } : {}),
     ...options.env,
   };

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { signUserToken, type JwtSettings } from '../../src/security/tokens.ts';
 import { freePort } from '../../src/util/free-port.ts';
 import { createDatabase, type TestDatabase } from '../helpers/db.ts';
-import { spawnCli, TEST_JWT_SECRET } from '../helpers/stack.ts';
+import { NO_RATE_LIMITS, spawnCli, TEST_JWT_SECRET } from '../helpers/stack.ts';
 
 type Json = Record<string, any>;
 
@@ -46,6 +46,9 @@ export async function startAll(env: Record<string, string> = {}): Promise<AllPro
   const fullEnv: Record<string, string> = {
     DATABASE_URL: db.url,
     JWT_SECRET: TEST_JWT_SECRET,
+    // The suite's attacks come from one address and a few users: what it tests is the limits on
+    // documents and connections, not the request budgets.
+    ...NO_RATE_LIMITS,
     DOCPIPE_DATA_DIR: dataDir,
     LOG_LEVEL: 'info',
     HOST: '127.0.0.1',

@@ -2,7 +2,8 @@
 // document routes and health, and bounds on what uploads may hold (upload-guard.ts).
 // `buildApiApp` wires it from a runtime; tests call it directly.
 import multipart from '@fastify/multipart';
-import type { FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
 import { migrationsCurrent } from '../../db/migrate.ts';
 import type { CommandContext } from '../../documents/commands.ts';
@@ -14,6 +15,7 @@ import { HttpError } from '../errors.ts';
 import { registerEdgeSecurity } from '../edge-security.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerDocumentRoutes } from './documents.ts';
+import { budgetOf, clientAddress, createLimits } from './limits.ts';
 import { StatusWaiter } from './status-waiter.ts';
 import { registerFsUploadRoute } from './storage-upload.ts';
 import { createUploadGuard } from './upload-guard.ts';
@@ -71,11 +73,18 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   }
   const verify = createAuthVerifier({ ...deps.jwt, jwks });
   app.decorateRequest('principal', null);
-  app.addHook('onRequest', async (request: FastifyRequest) => {
+  await app.register(rateLimit, { global: false });
+  const limits = createLimits(app, deps.config.http.rateLimits);
+  const trustProxy = deps.config.http.trustProxy;
+  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    // Health checks (Fly's, every few seconds) and preflights (no credentials; with CORS_ORIGINS
+    // the CORS plugin answers them) are not counted.
+    if (request.method === 'OPTIONS' || request.url === '/healthz' || request.url === '/readyz') return;
+    // The address's budget first: a flood of bad tokens or scans costs no verification.
+    await limits.address(request, clientAddress(request, trustProxy));
     // Routes marked public (the fs upload route) authenticate by their own signed token instead,
     // like Supabase's signed upload URLs.
-    // Preflights carry no credentials; with CORS_ORIGINS the CORS plugin answers them.
-    if (request.method === 'OPTIONS' || !request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
+    if (!request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
     const header = request.headers.authorization;
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     try {
@@ -90,6 +99,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     if (!ALLOWED_ROLES.has(request.principal.role ?? '')) {
       throw new HttpError(403, 'AUTH_FORBIDDEN_ROLE', `the token's role ${JSON.stringify(request.principal.role)} may not use this API (authenticated or service_role only)`);
     }
+    await limits.user(request, reply, request.principal.sub, budgetOf(request));
   });
 
   registerHealth(app, [
@@ -127,6 +137,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     longPollMaxSeconds: deps.config.longPollMaxSeconds,
     guard,
     principal,
+    longPoll: limits.longPoll,
   });
   return { app, waiter };
 }

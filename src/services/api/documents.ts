@@ -32,6 +32,8 @@ export interface DocumentRoutesOptions {
   longPollMaxSeconds: number;
   guard: UploadGuard;
   principal(request: unknown): Principal;
+  /** Takes a slot for an open long-poll (throws 429 when none is free); returns its release. */
+  longPoll(sub: string): () => void;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -192,6 +194,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
 
     let row: DocumentStatusRow;
     if (waitSeconds > 0) {
+      const release = options.longPoll(principal.sub);
       // Subscribe before reading, so a change between the read and the wait is not missed.
       const sub = waiter.subscribe(id);
       try {
@@ -204,6 +207,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
         }
       } finally {
         sub.cancel();
+        release();
       }
     } else {
       row = await findOwned(sql, id, principal.sub);
