@@ -20,6 +20,24 @@ export type App = FastifyInstance<
 >;
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** Request headers a client may send (Node's own cap, 2,000, would drop the rest silently). */
+export const MAX_HEADERS = 64;
+/** Nesting of a JSON body: ours are flat; a deep one only costs the parser and the validator. */
+export const MAX_JSON_DEPTH = 32;
+
+/** The nesting depth of a parsed JSON value, without recursion (a deep value must not overflow the stack). */
+function jsonDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (item === null || typeof item !== 'object') continue;
+    deepest = Math.max(deepest, depth);
+    if (deepest > limit) return deepest;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
 
 export interface HttpAppOptions {
   service: string;
@@ -106,6 +124,7 @@ const deliberate = new WeakSet<object>();
 export function createHttpApp(options: HttpAppOptions): App {
   const app = Fastify({
     loggerInstance: options.logger.child({ service: options.service }),
+    // A client's id is kept when it is plain (a bad one is refused in onRequest, below).
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
@@ -128,6 +147,8 @@ export function createHttpApp(options: HttpAppOptions): App {
       // enforces these timeouts when it sweeps its connections (every 30 s by default): sweep
       // more often for the bound to hold.
       headersTimeout: HEADERS_TIMEOUT_MS,
+      // Node's default, stated: a larger head is refused (431 HEADERS_TOO_LARGE) before routing.
+      maxHeaderSize: 16 * 1024,
       connectionsCheckingInterval: 2_000,
     },
     return503OnClosing: true,
@@ -153,6 +174,25 @@ export function createHttpApp(options: HttpAppOptions): App {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // Checked before any route: what a client puts in a header must never reach a log line or a
+    // table unless it is short and plain. An id of our own answers the refusal.
+    const given = request.headers['x-request-id'];
+    if (given !== undefined && (typeof given !== 'string' || !REQUEST_ID.test(given))) {
+      throw new HttpError(400, 'INVALID_REQUEST_ID', 'X-Request-Id must be 1-128 characters of letters, digits, ".", ":", "_" or "-"');
+    }
+    if (request.raw.rawHeaders.length / 2 > MAX_HEADERS) {
+      throw new HttpError(431, 'TOO_MANY_HEADERS', `at most ${MAX_HEADERS} request headers`);
+    }
+  });
+
+  // JSON bodies: Fastify's parser (prototype poisoning refused), then a bound on nesting.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    parseJson(request, body as string, (err: Error | null, value?: unknown) => {
+      if (err) return done(err, undefined);
+      if (jsonDepth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) return done(new HttpError(400, 'JSON_TOO_DEEP', `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+      done(null, value);
+    });
   });
 
   app.addHook('onResponse', async (request, reply) => {
