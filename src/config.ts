@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { DEFAULT_PARSER_LIMITS, type ParserLimits } from './providers/types.ts';
 
+import type { ThreatSettings } from './security/threats.ts';
 import type { RateLimitSettings } from './services/api/limits.ts';
 
 export type ServiceName = 'api' | 'worker' | 'webhook';
@@ -63,6 +64,8 @@ export interface Config {
     uploadConcurrencyMax: number;
     uploadMinBytesPerSecond: number;
   };
+  /** The audit log and threat detection (security/audit.ts, security/threats.ts). */
+  security: { auditRetentionDays: number; threats: ThreatSettings };
   embedBatchSize: number;
   queue: {
     concurrency: number;
@@ -272,6 +275,11 @@ export const SPEC: VarSpec[] = [
   { name: 'RATE_LIMIT_REQUESTS', default: '1200', description: 'Other API requests per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
   { name: 'LONG_POLLS_PER_USER', default: '10', description: 'Long-polls one user may hold open at once; past it, 429 TOO_MANY_LONG_POLLS. Per process.', parse: int(1, 1_000_000) },
   { name: 'LONG_POLLS_MAX', default: '5000', description: 'Long-polls one api process holds open at once. Per process.', parse: int(1, 10_000_000) },
+  { name: 'AUDIT_RETENTION_DAYS', default: '90', description: 'Rows of docpipe.audit_log are kept this long, then removed by the worker\'s maintenance job.', parse: int(1, 3650) },
+  { name: 'AUTH_BLOCK_AFTER', default: '50', description: 'Failed authentications from one address within a minute that block it (403 ADDRESS_BLOCKED). Per process.', parse: int(1, 1_000_000) },
+  { name: 'AUTH_BLOCK_SECONDS', default: '900', description: 'How long such a block lasts.', parse: int(1, 7 * 24 * 3600) },
+  { name: 'FOREIGN_ID_FLAG_AFTER', default: '20', description: 'Distinct documents of other owners one user asks for within ten minutes before it is flagged (audit row, docpipe_security_events_total).', parse: int(1, 1_000_000) },
+  { name: 'FORGED_WEBHOOK_FLAG_AFTER', default: '20', description: 'Webhook deliveries failing authentication from one address within a minute before it is flagged.', parse: int(1, 1_000_000) },
   { name: 'CORS_ORIGINS', default: undefined, description: 'Browser origins allowed to call the API (comma-separated, e.g. https://app.example.com). Unset: no CORS headers at all (server-to-server clients need none).', parse: origins },
   { name: 'MAX_CONNECTIONS', default: '1000', description: 'Open connections per HTTP server (api, webhook); further connections are closed at once.', parse: int(16, 1_000_000) },
   { name: 'UPLOAD_CONCURRENCY_PER_USER', default: '4', description: 'Uploads one user may stream to one API process at once; more answer 429 TOO_MANY_UPLOADS.', parse: int(1, 10_000) },
@@ -410,6 +418,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       uploadConcurrencyPerUser: get('UPLOAD_CONCURRENCY_PER_USER'),
       uploadConcurrencyMax: get('UPLOAD_CONCURRENCY_MAX'),
       uploadMinBytesPerSecond: get('UPLOAD_MIN_BYTES_PER_SECOND'),
+    },
+    security: {
+      auditRetentionDays: get('AUDIT_RETENTION_DAYS'),
+      threats: {
+        authFailuresToBlock: get('AUTH_BLOCK_AFTER'),
+        blockSeconds: get('AUTH_BLOCK_SECONDS'),
+        foreignIdsToFlag: get('FOREIGN_ID_FLAG_AFTER'),
+        forgedWebhooksToFlag: get('FORGED_WEBHOOK_FLAG_AFTER'),
+      },
     },
     embedBatchSize: get('EMBED_BATCH_SIZE'),
     queue: {

@@ -1,10 +1,11 @@
 // Housekeeping, run by the worker on a pg-boss schedule (every 15 minutes, once across all
-// workers): forget old webhook deliveries (their ids only matter while a provider may still
+// workers): forget old webhook deliveries and audit rows past their retention (their ids only matter while a provider may still
 // redeliver), and remove direct-upload reservations that were never registered, with whatever
 // the client uploaded for them.
 import type { Sql } from '../db/client.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Storage } from '../providers/types.ts';
+import { pruneAudit } from '../security/audit.ts';
 import { documentPrefix } from './pipeline.ts';
 
 export interface MaintenanceDeps {
@@ -12,6 +13,8 @@ export interface MaintenanceDeps {
   storage: Storage;
   /** Webhook delivery ids are kept this long (LlamaCloud redelivers within seconds). */
   webhookRetentionDays: number;
+  /** Rows of the audit log are kept this long (AUDIT_RETENTION_DAYS). */
+  auditRetentionDays: number;
 }
 
 /** A registration that began just before its reservation expired still finishes first. */
@@ -21,11 +24,13 @@ const BATCH = 500;
 export interface MaintenanceReport {
   webhookDeliveriesDeleted: number;
   expiredUploadsRemoved: number;
+  auditRowsDeleted: number;
 }
 
 export async function runMaintenance(deps: MaintenanceDeps, log: Logger): Promise<MaintenanceReport> {
   const { sql } = deps;
-  const report: MaintenanceReport = { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0 };
+  const report: MaintenanceReport = { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0, auditRowsDeleted: 0 };
+  report.auditRowsDeleted = await pruneAudit(sql, deps.auditRetentionDays);
 
   // Bounded batches: a long backlog never becomes one huge transaction.
   for (;;) {
@@ -51,6 +56,6 @@ export async function runMaintenance(deps: MaintenanceDeps, log: Logger): Promis
     }
     if (expired.length < BATCH) break;
   }
-  if (report.webhookDeliveriesDeleted + report.expiredUploadsRemoved > 0) log.info(report, 'maintenance done');
+  if (report.webhookDeliveriesDeleted + report.expiredUploadsRemoved + report.auditRowsDeleted > 0) log.info(report, 'maintenance done');
   return report;
 }

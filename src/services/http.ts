@@ -26,7 +26,7 @@ export const MAX_HEADERS = 64;
 export const MAX_JSON_DEPTH = 32;
 
 /** The nesting depth of a parsed JSON value, without recursion (a deep value must not overflow the stack). */
-function jsonDepth(value: unknown, limit: number): number {
+export function jsonDepth(value: unknown, limit: number): number {
   let deepest = 0;
   const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {

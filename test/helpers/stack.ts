@@ -30,6 +30,8 @@ export interface TestStack {
   jwt: JwtSettings;
   worker: RunningWorker | null;
   token(sub?: string, options?: { expiresInSeconds?: number }): string;
+  /** Writes the api's aggregated audit rows now (they are written once a minute). */
+  flushAudit(): Promise<void>;
   /** Starts (again) an in-process worker. */
   startWorker(): Promise<RunningWorker>;
   close(): Promise<void>;
@@ -93,6 +95,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     jwt,
     worker: null,
     token: (sub = 'user-a', o = {}) => signUserToken(jwt, sub, o),
+    flushAudit: () => api.audit.flush(),
     async startWorker() {
       const w = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
       workers.push(w);

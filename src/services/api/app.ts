@@ -9,7 +9,9 @@ import { migrationsCurrent } from '../../db/migrate.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { Storage } from '../../providers/types.ts';
+import { createAudit, type Audit } from '../../security/audit.ts';
 import { createJwksCache } from '../../security/jwks.ts';
+import { createThreats, type RequestContext } from '../../security/threats.ts';
 import { AuthError, createAuthVerifier, type JwtSettings, type Principal } from '../../security/tokens.ts';
 import { HttpError } from '../errors.ts';
 import { registerEdgeSecurity } from '../edge-security.ts';
@@ -31,7 +33,7 @@ declare module 'fastify' {
 const ALLOWED_ROLES = new Set(['authenticated', 'service_role']);
 
 export interface ApiDeps {
-  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads' | 'http'>;
+  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads' | 'http' | 'security'>;
   jwt: JwtSettings;
   /** JWT_JWKS_URL: ES256/RS256 user tokens by kid, beside (or instead of) the HS256 secret. */
   jwksUrl?: string;
@@ -47,6 +49,8 @@ export interface ApiDeps {
 export interface ApiApp {
   app: App;
   waiter: StatusWaiter;
+  /** The api's audit log writer (flush() writes the aggregated rows now). */
+  audit: Audit;
 }
 
 export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
@@ -76,12 +80,33 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   await app.register(rateLimit, { global: false });
   const limits = createLimits(app, deps.config.http.rateLimits);
   const trustProxy = deps.config.http.trustProxy;
+  const audit = createAudit({ sql: deps.ctx.sql, logger: deps.logger });
+  app.addHook('onClose', async () => audit.close());
+  const threats = createThreats({ settings: deps.config.security.threats, audit, logger: deps.logger });
+  const contextOf = (request: FastifyRequest): RequestContext => ({
+    clientAddress: clientAddress(request, trustProxy),
+    userAgent: request.headers['user-agent'] ?? null,
+    requestId: request.id,
+  });
+
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     // Health checks (Fly's, every few seconds) and preflights (no credentials; with CORS_ORIGINS
     // the CORS plugin answers them) are not counted.
     if (request.method === 'OPTIONS' || request.url === '/healthz' || request.url === '/readyz') return;
+    const context = contextOf(request);
+    const address = context.clientAddress;
+    const blocked = threats.blockedUntil(address);
+    if (blocked !== null) {
+      const seconds = String(Math.max(1, Math.ceil((blocked - Date.now()) / 1000)));
+      throw new HttpError(403, 'ADDRESS_BLOCKED', `this address is blocked after repeated authentication failures; retry in ${seconds} s`, { 'retry-after': seconds });
+    }
     // The address's budget first: a flood of bad tokens or scans costs no verification.
-    await limits.address(request, clientAddress(request, trustProxy));
+    try {
+      await limits.address(request, address);
+    } catch (err) {
+      audit.aggregate({ actor: `address:${address}`, action: 'ratelimit.address', outcome: 'refused', clientAddress: address, userAgent: context.userAgent });
+      throw err;
+    }
     // Routes marked public (the fs upload route) authenticate by their own signed token instead,
     // like Supabase's signed upload URLs.
     if (!request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
@@ -91,15 +116,52 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
       if (!match) throw new AuthError('AUTH_MISSING_TOKEN', 'an Authorization: Bearer <jwt> header is required');
       request.principal = await verify(match[1]!);
     } catch (err) {
-      if (err instanceof AuthError) throw new HttpError(401, err.code, err.message, { 'www-authenticate': 'Bearer' });
+      if (err instanceof AuthError) {
+        audit.aggregate({ actor: `address:${address}`, action: 'auth.denied', outcome: 'denied', clientAddress: address, userAgent: context.userAgent, details: { code: err.code } });
+        // A missing token costs nothing to check; a presented one that fails counts toward a block.
+        if (err.code !== 'AUTH_MISSING_TOKEN') threats.authFailed(context);
+        throw new HttpError(401, err.code, err.message, { 'www-authenticate': 'Bearer' });
+      }
       throw err;
     }
+    const principal = request.principal;
     // Supabase's roles: `authenticated` users act on their own documents, `service_role` is the
     // backend's own key; `anon` (a signed-out client) and anything else may do nothing here.
-    if (!ALLOWED_ROLES.has(request.principal.role ?? '')) {
-      throw new HttpError(403, 'AUTH_FORBIDDEN_ROLE', `the token's role ${JSON.stringify(request.principal.role)} may not use this API (authenticated or service_role only)`);
+    if (!ALLOWED_ROLES.has(principal.role ?? '')) {
+      audit.aggregate({ actor: `user:${principal.sub}`, role: principal.role, action: 'auth.forbidden_role', outcome: 'denied', clientAddress: address, userAgent: context.userAgent });
+      throw new HttpError(403, 'AUTH_FORBIDDEN_ROLE', `the token's role ${JSON.stringify(principal.role)} may not use this API (authenticated or service_role only)`);
     }
-    await limits.user(request, reply, request.principal.sub, budgetOf(request));
+    try {
+      await limits.user(request, reply, principal.sub, budgetOf(request));
+    } catch (err) {
+      audit.aggregate({ actor: `user:${principal.sub}`, role: principal.role, action: `ratelimit.${budgetOf(request)}`, outcome: 'refused', clientAddress: address, userAgent: context.userAgent });
+      throw err;
+    }
+  });
+
+  // What is recorded one row each: deletes, reprocess, and everything the service role does.
+  app.addHook('onResponse', async (request, reply) => {
+    const principal = request.principal;
+    if (!principal) return;
+    const route = request.routeOptions.url ?? '';
+    const action =
+      request.method === 'DELETE' && route === '/v1/documents/:id' ? 'document.delete'
+        : request.method === 'POST' && route === '/v1/documents/:id/reprocess' ? 'document.reprocess'
+          : principal.role === 'service_role' ? `service.${request.method} ${route || request.url.split('?')[0]}`
+            : null;
+    if (!action) return;
+    const context = contextOf(request);
+    void audit.record({
+      actor: `user:${principal.sub}`,
+      role: principal.role,
+      action,
+      target: (request.params as { id?: string } | undefined)?.id ?? null,
+      outcome: reply.statusCode < 400 ? 'success' : reply.statusCode === 401 || reply.statusCode === 403 || reply.statusCode === 404 ? 'denied' : 'failed',
+      clientAddress: context.clientAddress,
+      userAgent: context.userAgent,
+      requestId: request.id,
+      details: { status: reply.statusCode },
+    });
   });
 
   registerHealth(app, [
@@ -138,6 +200,12 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     guard,
     principal,
     longPoll: limits.longPoll,
+    foreignAccess: (request, id) => {
+      const principal = (request as FastifyRequest).principal!;
+      const context = contextOf(request as FastifyRequest);
+      void audit.record({ actor: `user:${principal.sub}`, role: principal.role, action: 'document.foreign_access', target: id, outcome: 'denied', ...context });
+      threats.foreignAccess(principal.sub, id, context);
+    },
   });
-  return { app, waiter };
+  return { app, waiter, audit };
 }

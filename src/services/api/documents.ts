@@ -34,6 +34,8 @@ export interface DocumentRoutesOptions {
   principal(request: unknown): Principal;
   /** Takes a slot for an open long-poll (throws 429 when none is free); returns its release. */
   longPoll(sub: string): () => void;
+  /** A user asked for a document that exists but is another owner's (answered 404 all the same). */
+  foreignAccess(request: unknown, id: string): void;
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -85,6 +87,18 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   const { ctx, storage, waiter } = options;
   const sql = ctx.sql;
   const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+  /** The owner's document, or 404; a miss on another owner's document is reported (audit, threat detection). */
+  const owned = async (request: unknown, id: string, owner: string): Promise<DocumentStatusRow> => {
+    try {
+      return await findOwned(sql, id, owner);
+    } catch (err) {
+      if (err instanceof HttpError && err.statusCode === 404) {
+        const [other] = await sql`select 1 from docpipe.document_status where id = ${id} and owner_id <> ${owner} and status <> 'deleted'`;
+        if (other) options.foreignAccess(request, id);
+      }
+      throw err;
+    }
+  };
 
   app.post('/v1/documents', {
     schema: {
@@ -198,19 +212,19 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
       // Subscribe before reading, so a change between the read and the wait is not missed.
       const sub = waiter.subscribe(id);
       try {
-        row = await findOwned(sql, id, principal.sub);
+        row = await owned(request, id, principal.sub);
         const baseline = Number.isNaN(seenVersion) ? row.version : seenVersion;
         if (row.version === baseline && row.status !== 'ready' && row.status !== 'failed') {
           const aborted = new AbortController();
           request.raw.once('close', () => aborted.abort());
-          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await findOwned(sql, id, principal.sub);
+          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await owned(request, id, principal.sub);
         }
       } finally {
         sub.cancel();
         release();
       }
     } else {
-      row = await findOwned(sql, id, principal.sub);
+      row = await owned(request, id, principal.sub);
     }
     reply.header('etag', `"${row.version}"`).header('cache-control', 'private, no-cache');
     if (row.version === seenVersion) return reply.status(304).send(null);
@@ -254,7 +268,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     schema: { params: DocumentParams, response: { 200: EventList, ...errors } },
   }, async (request) => {
     const principal = options.principal(request);
-    await findOwned(sql, request.params.id, principal.sub);
+    await owned(request, request.params.id, principal.sub);
     const events = await readStream(sql, request.params.id);
     return {
       events: events.map((e) => ({
@@ -277,7 +291,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   }, async (request, reply) => {
     const principal = options.principal(request);
     const { id } = request.params;
-    await findOwned(sql, id, principal.sub);
+    await owned(request, id, principal.sub);
     await userCommand(options, id, { type: 'Delete', reason: null }, metadataFor(principal, request.id), {
       withEvents: async (tx) => {
         await tx`delete from docpipe.document_chunks where document_id = ${id}`;
@@ -292,7 +306,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   }, async (request, reply) => {
     const principal = options.principal(request);
     const { id } = request.params;
-    await findOwned(sql, id, principal.sub);
+    await owned(request, id, principal.sub);
     const reason = request.body?.reason ?? null;
     assertStorableText('reason', reason);
     const result = await userCommand(options, id, { type: 'Reprocess', reason }, metadataFor(principal, request.id));

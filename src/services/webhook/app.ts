@@ -3,14 +3,20 @@
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { createAudit } from '../../security/audit.ts';
+import { createThreats, type ThreatSettings } from '../../security/threats.ts';
+import { clientAddress } from '../api/limits.ts';
 import { registerEdgeSecurity } from '../edge-security.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerLlamaParseWebhook } from './llamaparse.ts';
 
+/** The defaults of config.ts, for a webhook app built from a partial config. */
+const DEFAULT_THREATS: ThreatSettings = { authFailuresToBlock: 50, blockSeconds: 900, foreignIdsToFlag: 20, forgedWebhooksToFlag: 20 };
+
 export interface WebhookDeps {
   ctx: CommandContext;
-  /** `http` is optional for tests that build a second webhook app from a partial config. */
-  config: Pick<Config, 'webhook'> & Partial<Pick<Config, 'http'>>;
+  /** `http` and `security` are optional for tests that build a second webhook app from a partial config. */
+  config: Pick<Config, 'webhook'> & Partial<Pick<Config, 'http' | 'security'>>;
   logger: Logger;
   readiness?: ReadinessCheck[];
   /**
@@ -32,6 +38,19 @@ export async function buildWebhookApp(deps: WebhookDeps): Promise<App> {
   if ((deps.expectsDeliveries ?? true) && !secret && !llamaparseSigningSecret) {
     deps.logger.warn('neither WEBHOOK_SECRET nor LLAMAPARSE_WEBHOOK_SIGNING_SECRET is set: every webhook delivery will be refused and parses finish by polling only, later: set WEBHOOK_SECRET to the worker\'s value');
   }
-  registerLlamaParseWebhook(app, { ctx: deps.ctx, secret, signingSecret: llamaparseSigningSecret });
+  const audit = createAudit({ sql: deps.ctx.sql, logger: deps.logger });
+  app.addHook('onClose', async () => audit.close());
+  const threats = createThreats({ settings: deps.config.security?.threats ?? DEFAULT_THREATS, audit, logger: deps.logger });
+  const trustProxy = deps.config.http?.trustProxy ?? 'none';
+  registerLlamaParseWebhook(app, {
+    ctx: deps.ctx,
+    secret,
+    signingSecret: llamaparseSigningSecret,
+    onRejected: (request, reason) => {
+      const address = clientAddress(request, trustProxy);
+      audit.aggregate({ actor: `address:${address}`, action: 'webhook.auth_failed', outcome: 'denied', clientAddress: address, userAgent: request.headers['user-agent'] ?? null, details: { reason } });
+      threats.webhookForged({ clientAddress: address, userAgent: request.headers['user-agent'] ?? null, requestId: request.id });
+    },
+  });
   return app;
 }

@@ -16,7 +16,7 @@ import { webhookAuthFailures, webhookDeliveries } from '../../observability/metr
 import { WEBHOOK_TOKEN_HEADER, verifyLcSignature, verifyWebhookCredential } from '../../security/webhook-auth.ts';
 import { HttpError, notFound } from '../errors.ts';
 import type { FastifyRequest } from 'fastify';
-import type { App } from '../http.ts';
+import { jsonDepth, MAX_JSON_DEPTH, type App } from '../http.ts';
 import { invalidText } from '../text.ts';
 
 const PROVIDER = 'llamaparse';
@@ -30,6 +30,8 @@ export interface LlamaParseWebhookOptions {
   secret: string | undefined;
   /** LLAMAPARSE_WEBHOOK_SIGNING_SECRET: when set, event deliveries must carry a valid LC-Signature. */
   signingSecret: string | undefined;
+  /** A delivery refused for its authentication (audit, threat detection). */
+  onRejected?(request: FastifyRequest, reason: string): void;
 }
 
 type Delivery = (
@@ -222,15 +224,19 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     request.rawBody = body as Buffer;
+    let value: unknown;
     try {
-      done(null, JSON.parse((body as Buffer).toString('utf8')));
+      value = JSON.parse((body as Buffer).toString('utf8'));
     } catch {
-      done(new HttpError(400, 'INVALID_JSON', 'the body is not valid JSON'), undefined);
+      return done(new HttpError(400, 'INVALID_JSON', 'the body is not valid JSON'), undefined);
     }
+    if (jsonDepth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) return done(new HttpError(400, 'JSON_TOO_DEEP', `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+    done(null, value);
   });
 
-  function reject(request: { log: App['log']; ip: string }, documentId: string, reason: 'missing' | 'bad_credential' | 'bad_signature' | 'missing_signature'): never {
+  function reject(request: FastifyRequest, documentId: string, reason: 'missing' | 'bad_credential' | 'bad_signature' | 'missing_signature'): never {
     webhookAuthFailures.inc({ provider: PROVIDER, reason });
+    options.onRejected?.(request, reason);
     webhookDeliveries.inc({ provider: PROVIDER, outcome: 'rejected' });
     request.log.warn({ documentId, reason, ip: request.ip }, 'webhook rejected: authentication failed');
     throw new HttpError(401, 'WEBHOOK_UNAUTHORIZED', 'the webhook credential or signature is missing or invalid');

@@ -12,7 +12,7 @@ import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
 import { createByteBudget } from '../../util/byte-budget.ts';
 
 export interface WorkerDeps {
-  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs' | 'workerDocumentBudgetBytes'>;
+  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs' | 'workerDocumentBudgetBytes' | 'security'>;
   boss: PgBoss;
   ctx: CommandContext;
   providers: Providers;
@@ -87,7 +87,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   await stage(QUEUES.purge, (data) => runPurge(pipeline, data));
   await deps.boss.work(QUEUES.maintenance, options, async ([job]) =>
     run(QUEUES.maintenance, job! as Job<JobData>, async ({ log: l }) => {
-      await runMaintenance({ sql: deps.ctx.sql, storage: deps.providers.storage, webhookRetentionDays: deps.config.webhook.deliveryRetentionDays }, l);
+      await runMaintenance({ sql: deps.ctx.sql, storage: deps.providers.storage, webhookRetentionDays: deps.config.webhook.deliveryRetentionDays, auditRetentionDays: deps.config.security.auditRetentionDays }, l);
       return 'done';
     }),
   );
