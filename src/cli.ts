@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// docpipe <api|worker|webhook|all|migrate|rebuild-projections|setup-storage|doctor|token|...>
+// docpipe <api|worker|webhook|all|migrate|rebuild-projections|setup-storage|doctor|audit|token|...>
 // One entrypoint for the three services (three Fly apps, one image) and the operator commands.
 // SIGINT/SIGTERM: stop accepting, drain requests and jobs, close pools, stop the embedded
 // Postgres, all within SHUTDOWN_TIMEOUT_MS; a repeated signal does not cut the drain short.
@@ -12,6 +12,7 @@ import { createLogger, type Logger } from './observability/logger.ts';
 import { startMetricsServer } from './observability/metrics.ts';
 import { DOCTOR_USAGE, formatReport, parseDoctorArgs, runDoctor } from './ops/doctor.ts';
 import { rebuildProjections } from './projections/rebuild.ts';
+import { formatAuditRow, parseAuditArgs, queryAudit } from './security/audit.ts';
 import { parseTokenArgs, signUserToken } from './security/tokens.ts';
 import { buildApiApp } from './services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from './services/http.ts';
@@ -37,6 +38,8 @@ operations
                        session mode, migrations, connection budget for N machines of each
                        app, storage, JWT settings, provider keys, webhook URL; exit 0 when
                        all pass
+  audit [--actor A] [--action X] [--outcome O] [--target T] [--since 24h] [--limit N] [--json]
+                       the security audit log, newest first (also GET /v1/admin/audit)
   token [sub] [--ttl 24h]
                        print a user JWT signed with JWT_SECRET (or the embedded default);
                        --ttl in m, h or d (a smoke-test user's token: --ttl 365d)
@@ -289,6 +292,20 @@ async function main(argv: string[]): Promise<void> {
         return rebuildProjections(sql);
       });
       logger.info(result, 'projections rebuilt');
+      return;
+    }
+    case 'audit': {
+      let parsed: ReturnType<typeof parseAuditArgs>;
+      try {
+        parsed = parseAuditArgs(argv.slice(1));
+      } catch (err) {
+        process.stderr.write(`docpipe audit: ${(err as Error).message}\n\n${USAGE}`);
+        process.exitCode = 2;
+        return;
+      }
+      const rows = await withDatabase(config, logger, (sql) => queryAudit(sql, parsed.query));
+      for (const row of rows) process.stdout.write((parsed.json ? JSON.stringify(row) : formatAuditRow(row)) + '\n');
+      if (!parsed.json && rows.length === 0) process.stderr.write('no audit rows match\n');
       return;
     }
     case 'setup-storage': {

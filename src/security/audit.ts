@@ -4,6 +4,7 @@
 // minute, and written once a minute with their count: a flood costs one row a minute per
 // address, not one per request. Everything else is one row per action. Writing never fails the
 // request it describes: a failed write is logged.
+import { parseArgs } from 'node:util';
 import type { Sql } from '../db/client.ts';
 import { storableText } from '../db/text.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -147,4 +148,44 @@ export async function pruneAudit(sql: Sql, days: number): Promise<number> {
     removed += count;
     if (count < 5000) return removed;
   }
+}
+
+/** `docpipe audit [--actor A] [--action X] [--outcome O] [--target T] [--since 1h|ISO] [--limit N] [--json]`. */
+export function parseAuditArgs(args: string[]): { query: AuditQuery; json: boolean } {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      actor: { type: 'string' },
+      action: { type: 'string' },
+      outcome: { type: 'string' },
+      target: { type: 'string' },
+      since: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
+  if (positionals.length > 0) throw new Error(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  let since: Date | undefined;
+  if (values.since !== undefined) {
+    const relative = /^([1-9][0-9]*)([mhd])$/.exec(values.since);
+    since = relative ? new Date(Date.now() - Number(relative[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[relative[2] as 'm' | 'h' | 'd']) : new Date(values.since);
+    if (Number.isNaN(since.getTime())) throw new Error(`--since ${JSON.stringify(values.since)}: expected 30m, 24h, 7d or an ISO time`);
+  }
+  const limit = values.limit === undefined ? 100 : Number(values.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new Error(`--limit ${JSON.stringify(values.limit)}: expected 1 to 1000`);
+  return { query: { actor: values.actor, action: values.action, outcome: values.outcome, target: values.target, since, limit }, json: values.json === true };
+}
+
+/** One line per row, for a terminal. */
+export function formatAuditRow(r: AuditRow): string {
+  const parts = [r.at.toISOString(), r.outcome.padEnd(7), r.action, r.actor];
+  if (r.target) parts.push(`target=${r.target}`);
+  if (r.role) parts.push(`role=${r.role}`);
+  if (r.client_address) parts.push(`from=${r.client_address}`);
+  if (r.occurrences > 1) parts.push(`x${r.occurrences}`);
+  if (r.request_id) parts.push(`request=${r.request_id}`);
+  if (Object.keys(r.details).length) parts.push(JSON.stringify(r.details));
+  return parts.join('  ');
 }

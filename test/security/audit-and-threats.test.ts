@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pruneAudit, queryAudit } from '../../src/security/audit.ts';
 import { registry } from '../../src/observability/metrics.ts';
+import { runToExit } from '../helpers/process.ts';
 import { startStack } from '../helpers/stack.ts';
 
 const stack = await startStack({
@@ -129,5 +130,42 @@ describe('rules that act', () => {
     await sleep(200);
     assert.equal(await securityEvents('forged_webhooks'), before + 1);
     assert.equal((await queryAudit(sql, { action: 'flag.forged_webhooks' })).length, 1);
+  });
+});
+
+describe('reading the log', () => {
+  const service = () => from('192.0.2.77', stack.token('ops', { claims: { role: 'service_role' } } as never));
+
+  test('GET /v1/admin/audit: the service role reads it, filtered and paged; users get 403 ADMIN_ONLY', async () => {
+    for (let i = 0; i < 3; i++) await sql`insert into docpipe.audit_log (actor, action, outcome, target) values ('user:pager', 'test.page', 'success', ${`t-${i}`})`;
+    const first = await fetch(`${stack.apiUrl}/v1/admin/audit?action=test.page&limit=2`, { headers: service() });
+    assert.equal(first.status, 200);
+    const page = (await first.json()) as { entries: { target: string; actor: string; at: string }[]; nextBefore: string | null };
+    assert.deepEqual(page.entries.map((e) => e.target), ['t-2', 't-1'], 'newest first');
+    assert.ok(page.nextBefore);
+    const second = (await (await fetch(`${stack.apiUrl}/v1/admin/audit?action=test.page&limit=2&before=${page.nextBefore}`, { headers: service() })).json()) as typeof page;
+    assert.deepEqual(second.entries.map((e) => e.target), ['t-0']);
+    assert.equal(second.nextBefore, null);
+    const user = await fetch(`${stack.apiUrl}/v1/admin/audit`, { headers: from('192.0.2.77', stack.token('user-a')) });
+    assert.equal(user.status, 403);
+    assert.equal(((await user.json()) as { error: { code: string } }).error.code, 'ADMIN_ONLY');
+    for (const bad of ['limit=0', 'since=yesterday', 'outcome=maybe', 'before=abc', 'unknown=1']) {
+      const res = await fetch(`${stack.apiUrl}/v1/admin/audit?${bad}`, { headers: service() });
+      assert.equal(res.status, 400, bad);
+    }
+  });
+
+  test('docpipe audit: the CLI prints the same rows, as lines or JSON; bad flags exit 2', async () => {
+    const env = { PATH: process.env.PATH, DATABASE_URL: stack.db.url, JWT_SECRET: stack.jwt.secret!, LOG_LEVEL: 'silent', DOCPIPE_DATA_DIR: stack.env.DOCPIPE_DATA_DIR! };
+    const cli = (...args: string[]) => runToExit(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'audit', ...args], { env, timeoutMs: 60_000 });
+    const json = await cli('--action', 'test.page', '--since', '1h', '--json');
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(json.stdout.trim().split('\n').map((l) => JSON.parse(l).target), ['t-2', 't-1', 't-0']);
+    const lines = await cli('--actor', 'address:203.0.113.66', '--action', 'block.address');
+    assert.equal(lines.code, 0, lines.stderr);
+    assert.match(lines.stdout, /blocked\s+block\.address\s+address:203\.0\.113\.66/);
+    const bad = await cli('--since', 'whenever');
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--since "whenever"/);
   });
 });

@@ -16,6 +16,7 @@ import { AuthError, createAuthVerifier, type JwtSettings, type Principal } from 
 import { HttpError } from '../errors.ts';
 import { registerEdgeSecurity } from '../edge-security.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
+import { registerAdminRoutes } from './admin.ts';
 import { registerDocumentRoutes } from './documents.ts';
 import { budgetOf, clientAddress, createLimits } from './limits.ts';
 import { StatusWaiter } from './status-waiter.ts';
@@ -191,6 +192,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     await app.register(async (scope) => registerFsUploadRoute(scope as never, { storage: deps.storage, tokens: createUploadTokens(deps.uploadSigningKey), guard }));
   }
 
+  registerAdminRoutes(app, { sql: deps.ctx.sql, principal });
   registerDocumentRoutes(app, {
     ctx: deps.ctx,
     storage: deps.storage,
