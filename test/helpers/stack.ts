@@ -9,7 +9,7 @@ import { after } from 'node:test';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger, type Logger } from '../../src/observability/logger.ts';
 import { signUserToken, type JwtSettings } from '../../src/security/tokens.ts';
-import { buildApiApp } from '../../src/services/api/app.ts';
+import { buildApiApp, type ApiApp } from '../../src/services/api/app.ts';
 import { openRuntime, type Runtime } from '../../src/services/runtime.ts';
 import { buildWebhookApp } from '../../src/services/webhook/app.ts';
 import { startWorker, type RunningWorker } from '../../src/services/worker/worker.ts';
@@ -32,6 +32,8 @@ export interface TestStack {
   token(sub?: string, options?: { expiresInSeconds?: number }): string;
   /** Writes the api's aggregated audit rows now (they are written once a minute). */
   flushAudit(): Promise<void>;
+  /** Every route of the api, as registered (for the OpenAPI check). */
+  apiRoutes(): ApiApp['routes'];
   /** Starts (again) an in-process worker. */
   startWorker(): Promise<RunningWorker>;
   close(): Promise<void>;
@@ -96,6 +98,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     worker: null,
     token: (sub = 'user-a', o = {}) => signUserToken(jwt, sub, o),
     flushAudit: () => api.audit.flush(),
+    apiRoutes: () => api.routes,
     async startWorker() {
       const w = await startWorker({ config, boss: runtime.boss, ctx: runtime.ctx, providers: runtime.providers, logger });
       workers.push(w);

@@ -3,6 +3,7 @@
 // `buildApiApp` wires it from a runtime; tests call it directly.
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
 import { migrationsCurrent } from '../../db/migrate.ts';
@@ -17,6 +18,7 @@ import { HttpError } from '../errors.ts';
 import { registerEdgeSecurity } from '../edge-security.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerAdminRoutes } from './admin.ts';
+import { ErrorBody } from './schemas.ts';
 import { registerDocumentRoutes } from './documents.ts';
 import { budgetOf, clientAddress, createLimits } from './limits.ts';
 import { StatusWaiter } from './status-waiter.ts';
@@ -32,6 +34,7 @@ declare module 'fastify' {
 }
 
 const ALLOWED_ROLES = new Set(['authenticated', 'service_role']);
+const API_VERSION = '1.0.0';
 
 export interface ApiDeps {
   config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads' | 'http' | 'security'>;
@@ -52,6 +55,8 @@ export interface ApiApp {
   waiter: StatusWaiter;
   /** The api's audit log writer (flush() writes the aggregated rows now). */
   audit: Audit;
+  /** Every route registered, one entry per method. */
+  routes: { method: string; url: string }[];
 }
 
 export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
@@ -67,6 +72,27 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   app.addHook('preClose', () => waiter.close());
 
   await registerEdgeSecurity(app, { corsOrigins: deps.config.http.corsOrigins ?? [] });
+  // The OpenAPI document, generated from the route schemas (GET /openapi.json, public). Every /v1
+  // route may also answer what the edge decides before it runs: 401 (authentication), 403 (role,
+  // blocked address) and 429 (budgets); they are added to each route's responses here, so that
+  // the document (and the serializer) cannot forget them.
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'docpipe API', version: API_VERSION, description: 'Document ingestion: upload, parse, chunk, embed. Errors are {"error": {"code", "message", "requestId"}}.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT (Supabase Auth)' } } },
+      security: [{ bearer: [] }],
+    },
+    hideUntagged: false,
+  });
+  const routes: ApiApp['routes'] = [];
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
+    if (!route.url.startsWith('/v1/') || !route.schema) return;
+    const responses = (route.schema.response ??= {}) as Record<string, unknown>;
+    for (const status of [401, 403, 429]) responses[status] ??= ErrorBody;
+  });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.register(multipart, { limits: { fileSize: deps.config.maxUploadBytes } });
 
   const jwks = deps.jwksUrl ? createJwksCache({ url: deps.jwksUrl, logger: deps.logger }) : null;
@@ -209,5 +235,5 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
       threats.foreignAccess(principal.sub, id, context);
     },
   });
-  return { app, waiter, audit };
+  return { app, waiter, audit, routes };
 }

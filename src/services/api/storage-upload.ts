@@ -8,6 +8,8 @@
 // (upload-guard.ts); there is no user to count it against.
 import { PassThrough, addAbortSignal } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { ErrorBody } from './schemas.ts';
 import { ObjectTooLargeError, type Storage } from '../../providers/types.ts';
 import { UploadTokenError, type UploadTokens } from '../../providers/storage/upload-token.ts';
 import { HttpError } from '../errors.ts';
@@ -45,7 +47,18 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request: FastifyRequest, _payload: unknown, done: (err: Error | null, body?: unknown) => void) => done(null));
 
-    scope.put(FS_UPLOAD_PATH, { config: { public: true } }, async (request: FastifyRequest, reply: FastifyReply) => {
+    scope.put(FS_UPLOAD_PATH, {
+      config: { public: true },
+      schema: {
+        description: 'The signed upload URL of fs storage (Supabase Storage has its own): the raw body is the file.',
+        security: [],
+        querystring: Type.Object({ token: Type.Optional(Type.String()) }),
+        response: {
+          200: Type.Object({ key: Type.String(), size: Type.Integer() }),
+          ...Object.fromEntries([400, 401, 403, 408, 409, 413, 429, 503].map((status) => [status, ErrorBody])),
+        },
+      },
+    }, async (request: FastifyRequest, reply: FastifyReply) => {
       const token = (request.query as Record<string, unknown> | undefined)?.token;
       const refuse = (error: HttpError): never => {
         discardBody(request, reply);
