@@ -55,9 +55,15 @@ function metadataFor(principal: Principal, requestId: string): EventMetadata {
   return { correlationId: requestId, causationId: requestId, actor: `user:${principal.sub}`, requestId };
 }
 
-async function findOwned(sql: Sql, id: string, owner: string): Promise<DocumentStatusRow> {
+/** Whose documents a principal may act on: its own, or (the service role) anyone's (null). */
+function ownerScope(principal: Principal): string | null {
+  return principal.role === 'service_role' ? null : principal.sub;
+}
+
+async function findOwned(sql: Sql, id: string, owner: string | null): Promise<DocumentStatusRow> {
   const [row] = await sql<DocumentStatusRow[]>`
-    select * from docpipe.document_status where id = ${id} and owner_id = ${owner} and status <> 'deleted'`;
+    select * from docpipe.document_status
+    where id = ${id} and ${owner === null ? sql`true` : sql`owner_id = ${owner}`} and status <> 'deleted'`;
   if (!row) throw notFound();
   return row;
 }
@@ -88,11 +94,12 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   const sql = ctx.sql;
   const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody };
   /** The owner's document, or 404; a miss on another owner's document is reported (audit, threat detection). */
-  const owned = async (request: unknown, id: string, owner: string): Promise<DocumentStatusRow> => {
+  const owned = async (request: unknown, id: string, principal: Principal): Promise<DocumentStatusRow> => {
+    const owner = ownerScope(principal);
     try {
       return await findOwned(sql, id, owner);
     } catch (err) {
-      if (err instanceof HttpError && err.statusCode === 404) {
+      if (owner !== null && err instanceof HttpError && err.statusCode === 404) {
         const [other] = await sql`select 1 from docpipe.document_status where id = ${id} and owner_id <> ${owner} and status <> 'deleted'`;
         if (other) options.foreignAccess(request, id);
       }
@@ -212,19 +219,19 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
       // Subscribe before reading, so a change between the read and the wait is not missed.
       const sub = waiter.subscribe(id);
       try {
-        row = await owned(request, id, principal.sub);
+        row = await owned(request, id, principal);
         const baseline = Number.isNaN(seenVersion) ? row.version : seenVersion;
         if (row.version === baseline && row.status !== 'ready' && row.status !== 'failed') {
           const aborted = new AbortController();
           request.raw.once('close', () => aborted.abort());
-          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await owned(request, id, principal.sub);
+          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await owned(request, id, principal);
         }
       } finally {
         sub.cancel();
         release();
       }
     } else {
-      row = await owned(request, id, principal.sub);
+      row = await owned(request, id, principal);
     }
     reply.header('etag', `"${row.version}"`).header('cache-control', 'private, no-cache');
     if (row.version === seenVersion) return reply.status(304).send(null);
@@ -236,6 +243,12 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   }, async (request) => {
     const principal = options.principal(request);
     const { status, limit, cursor } = request.query;
+    // The service role lists anyone's documents (all, or one owner's); a user only their own.
+    const scope = ownerScope(principal);
+    if (request.query.owner !== undefined && scope !== null && request.query.owner !== scope) {
+      throw new HttpError(403, 'FORBIDDEN_OWNER', 'only the service role may list another owner\'s documents');
+    }
+    const owner = request.query.owner ?? scope;
     let after: { t: string; i: string } | null = null;
     if (cursor) {
       try {
@@ -252,7 +265,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     const rows = await sql<(DocumentStatusRow & { cursor_at: string })[]>`
       select *, to_char(uploaded_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at
       from docpipe.document_status
-      where owner_id = ${principal.sub}
+      where ${owner === null ? sql`true` : sql`owner_id = ${owner}`}
         and ${status ? sql`status = ${status}` : sql`status <> 'deleted'`}
         and ${after ? sql`(uploaded_at, id) < (${after.t}::text::timestamptz, ${after.i}::uuid)` : sql`true`}
       order by uploaded_at desc, id desc
@@ -268,7 +281,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     schema: { params: DocumentParams, response: { 200: EventList, ...errors } },
   }, async (request) => {
     const principal = options.principal(request);
-    await owned(request, request.params.id, principal.sub);
+    await owned(request, request.params.id, principal);
     const events = await readStream(sql, request.params.id);
     return {
       events: events.map((e) => ({
@@ -291,7 +304,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   }, async (request, reply) => {
     const principal = options.principal(request);
     const { id } = request.params;
-    await owned(request, id, principal.sub);
+    await owned(request, id, principal);
     await userCommand(options, id, { type: 'Delete', reason: null }, metadataFor(principal, request.id), {
       withEvents: async (tx) => {
         await tx`delete from docpipe.document_chunks where document_id = ${id}`;
@@ -306,7 +319,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   }, async (request, reply) => {
     const principal = options.principal(request);
     const { id } = request.params;
-    await owned(request, id, principal.sub);
+    await owned(request, id, principal);
     const reason = request.body?.reason ?? null;
     assertStorableText('reason', reason);
     const result = await userCommand(options, id, { type: 'Reprocess', reason }, metadataFor(principal, request.id));

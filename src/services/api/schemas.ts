@@ -62,6 +62,8 @@ export const ListQuery = Type.Object({
   status: Type.Optional(Status),
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
   cursor: Type.Optional(Type.String({ maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })),
+  /** One owner's documents (the service role; a user may name only themselves). */
+  owner: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
 });
 
 export const DocumentList = Type.Object({
