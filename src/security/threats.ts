@@ -25,6 +25,8 @@ export interface ThreatSettings {
   blockSeconds: number;
   foreignIdsToFlag: number;
   forgedWebhooksToFlag: number;
+  /** Failed webhook deliveries per address per minute past which the address is refused (429). */
+  webhookFailuresPerAddress: number;
 }
 
 export interface RequestContext {
@@ -39,6 +41,8 @@ export interface Threats {
   authFailed(context: RequestContext): void;
   foreignAccess(sub: string, documentId: string, context: RequestContext): void;
   webhookForged(context: RequestContext): void;
+  /** Has this address failed webhook authentication too often this minute? (Then refuse it, unread.) */
+  webhookLimited(address: string): boolean;
 }
 
 const MINUTE = 60_000;
@@ -71,6 +75,11 @@ class WindowCounter<V> {
   }
   reset(key: string): void {
     this.seen.delete(key);
+  }
+  /** Occurrences in the window, without adding one. */
+  count(key: string): number {
+    const now = Date.now();
+    return this.seen.get(key)?.times.filter((t) => now - t < this.windowMs).length ?? 0;
   }
 }
 
@@ -125,6 +134,9 @@ export function createThreats(options: { settings: ThreatSettings; audit: Audit;
         requestId: context.requestId,
         details: { distinctDocuments: distinct, windowSeconds: FOREIGN_WINDOW / 1000 },
       }, 'user flagged: asking for many documents of other owners');
+    },
+    webhookLimited(address) {
+      return forged.count(address) >= settings.webhookFailuresPerAddress;
     },
     webhookForged(context) {
       const count = forged.add(context.clientAddress);

@@ -8,12 +8,14 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pruneAudit, queryAudit } from '../../src/security/audit.ts';
 import { registry } from '../../src/observability/metrics.ts';
+import { WEBHOOK_TOKEN_HEADER, webhookCredential } from '../../src/security/webhook-auth.ts';
 import { runToExit } from '../helpers/process.ts';
-import { startStack } from '../helpers/stack.ts';
+import { startStack, TEST_WEBHOOK_SECRET } from '../helpers/stack.ts';
 
 const stack = await startStack({
   worker: false,
-  env: { TRUST_PROXY: 'fly', AUTH_BLOCK_AFTER: '10', AUTH_BLOCK_SECONDS: '2', FOREIGN_ID_FLAG_AFTER: '5', FORGED_WEBHOOK_FLAG_AFTER: '5' },
+  webhooks: true,
+  env: { TRUST_PROXY: 'fly', AUTH_BLOCK_AFTER: '10', AUTH_BLOCK_SECONDS: '2', FOREIGN_ID_FLAG_AFTER: '5', FORGED_WEBHOOK_FLAG_AFTER: '5', WEBHOOK_FAILURES_PER_ADDRESS: '8' },
 });
 after(() => stack.close());
 const { sql } = stack.runtime;
@@ -120,16 +122,29 @@ describe('rules that act', () => {
     assert.equal(await securityEvents('foreign_ids'), before + 1);
   });
 
-  test('a burst of forged webhooks from one address is flagged', async () => {
+  test('a burst of forged webhooks from one address is flagged, then refused unread; authenticated deliveries never count', async () => {
     const before = await securityEvents('forged_webhooks');
-    for (let i = 0; i < 6; i++) {
-      const res = await fetch(`${stack.webhookUrl}/v1/webhooks/llamaparse/${randomUUID()}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-webhook-token': 'forged' }, body: '{}' });
-      assert.equal(res.status, 401);
+    const deliver = (ip: string, documentId: string, token: string) =>
+      fetch(`${stack.webhookUrl}/v1/webhooks/llamaparse/${documentId}`, { method: 'POST', headers: { 'content-type': 'application/json', 'fly-client-ip': ip, [WEBHOOK_TOKEN_HEADER]: token }, body: '{}' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const res = await deliver('198.51.100.99', randomUUID(), 'forged');
+      statuses.push(res.status);
       await res.body?.cancel();
     }
+    assert.deepEqual(statuses, [...Array(8).fill(401), 429, 429]);
     await sleep(200);
     assert.equal(await securityEvents('forged_webhooks'), before + 1);
     assert.equal((await queryAudit(sql, { action: 'flag.forged_webhooks' })).length, 1);
+    // LlamaCloud's address: its deliveries carry valid credentials, so retries are never limited
+    // (an unknown job or document is answered, not refused for the address).
+    for (let i = 0; i < 20; i++) {
+      const id = randomUUID();
+      const res = await deliver('192.0.2.200', id, webhookCredential(TEST_WEBHOOK_SECRET, 'llamaparse', id, 1));
+      assert.notEqual(res.status, 429);
+      assert.notEqual(res.status, 401);
+      await res.body?.cancel();
+    }
   });
 });
 

@@ -59,7 +59,7 @@ describe('loadConfig', () => {
       sandbox: { processes: 2, memoryMb: 1024, timeoutSeconds: 300 },
       workerDocumentBudgetBytes: 64 * 1024 * 1024,
       http: { trustProxy: 'none', rateLimits: { perAddress: 1200, uploads: 60, longPolls: 120, requests: 1200, longPollsPerUser: 10, longPollsMax: 5000 }, corsOrigins: [], maxConnections: 1000, uploadConcurrencyPerUser: 4, uploadConcurrencyMax: 64, uploadMinBytesPerSecond: 1024 },
-      security: { auditRetentionDays: 90, threats: { authFailuresToBlock: 50, blockSeconds: 900, foreignIdsToFlag: 20, forgedWebhooksToFlag: 20 } },
+      security: { auditRetentionDays: 90, threats: { authFailuresToBlock: 50, blockSeconds: 900, foreignIdsToFlag: 20, forgedWebhooksToFlag: 20, webhookFailuresPerAddress: 30 } },
       embedBatchSize: 64,
       queue: {
         concurrency: 4,

@@ -7,11 +7,12 @@ import { createAudit } from '../../security/audit.ts';
 import { createThreats, type ThreatSettings } from '../../security/threats.ts';
 import { clientAddress } from '../api/limits.ts';
 import { registerEdgeSecurity } from '../edge-security.ts';
+import { HttpError } from '../errors.ts';
 import { createHttpApp, registerHealth, type App, type ReadinessCheck } from '../http.ts';
 import { registerLlamaParseWebhook } from './llamaparse.ts';
 
 /** The defaults of config.ts, for a webhook app built from a partial config. */
-const DEFAULT_THREATS: ThreatSettings = { authFailuresToBlock: 50, blockSeconds: 900, foreignIdsToFlag: 20, forgedWebhooksToFlag: 20 };
+const DEFAULT_THREATS: ThreatSettings = { authFailuresToBlock: 50, blockSeconds: 900, foreignIdsToFlag: 20, forgedWebhooksToFlag: 20, webhookFailuresPerAddress: 30 };
 
 export interface WebhookDeps {
   ctx: CommandContext;
@@ -42,6 +43,17 @@ export async function buildWebhookApp(deps: WebhookDeps): Promise<App> {
   app.addHook('onClose', async () => audit.close());
   const threats = createThreats({ settings: deps.config.security?.threats ?? DEFAULT_THREATS, audit, logger: deps.logger });
   const trustProxy = deps.config.http?.trustProxy ?? 'none';
+  // Per address, only what fails authentication is counted: an address past
+  // WEBHOOK_FAILURES_PER_ADDRESS failures this minute is refused before anything is read, while
+  // LlamaCloud, whose deliveries authenticate, is never limited (docs/SECURITY.md).
+  app.addHook('onRequest', async (request) => {
+    if (!request.url.startsWith('/v1/webhooks/')) return;
+    const address = clientAddress(request, trustProxy);
+    if (threats.webhookLimited(address)) {
+      audit.aggregate({ actor: `address:${address}`, action: 'ratelimit.webhook', outcome: 'refused', clientAddress: address, userAgent: request.headers['user-agent'] ?? null });
+      throw new HttpError(429, 'RATE_LIMITED', 'too many webhook deliveries from this address failed authentication; retry in 60 s', { 'retry-after': '60' });
+    }
+  });
   registerLlamaParseWebhook(app, {
     ctx: deps.ctx,
     secret,
