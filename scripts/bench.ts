@@ -31,6 +31,7 @@ import { createLogger } from '../src/observability/logger.ts';
 import { signUserToken } from '../src/security/tokens.ts';
 import { buildApiApp } from '../src/services/api/app.ts';
 import { buildWebhookApp } from '../src/services/webhook/app.ts';
+import { registerEdgeSecurity } from '../src/services/edge-security.ts';
 import { jwtSettings, openRuntime, type Runtime } from '../src/services/runtime.ts';
 import { startWorker, type RunningWorker } from '../src/services/worker/worker.ts';
 import { createBenchTable, startHelloWorld, startInsertBaseline } from './bench/baselines.ts';
@@ -394,6 +395,11 @@ interface Results {
   get?: Measured;
   insert?: Measured;
   post?: Measured;
+  /** The edge's cost (issue 9): helmet on the hello-world; GET and POST with the budgets counting. */
+  helloHelmet?: Measured;
+  getBare?: Measured;
+  getBudgeted?: Measured;
+  postBudgeted?: Measured;
   webhook?: WebhookFigures;
   large?: { bytes: number; status: number; seconds: number; rssBefore: number; rssPeak: number; growth: number };
   idle?: PickupFigures & { docs: number; failed: number };
@@ -748,6 +754,35 @@ async function main(): Promise<Results> {
     connections: settings.postConnections,
   });
 
+  // 7. The cost of the edge (issue 9), each pair measured back to back: helmet's headers on the
+  // bare hello-world, and the request budgets (address + user counters of @fastify/rate-limit,
+  // set too high to refuse anything) on GET and POST against the same api with budgets off.
+  const helmeted = await startHelloWorld((app) => registerEdgeSecurity(app as never, { corsOrigins: [] }));
+  onCleanup('hello-world + helmet', () => helmeted.app.close());
+  results.helloHelmet = await measure({ name: 'hello-world + helmet', url: `${helmeted.url}/`, method: 'GET', headers: {}, connections: settings.getConnections });
+  const budgeted = await buildApiApp({
+    config: { ...config, http: { ...config.http, rateLimits: { ...config.http.rateLimits, perAddress: 10_000_000, uploads: 10_000_000, longPolls: 10_000_000, requests: 10_000_000 } } },
+    jwt,
+    logger,
+    ctx: runtime.ctx,
+    storage: runtime.providers.storage,
+    uploadSigningKey: runtime.uploadSigningKey,
+    readiness: runtime.readiness,
+  });
+  const budgetedUrl = await budgeted.app.listen({ host: '127.0.0.1', port: 0 });
+  onCleanup('api with budgets', () => budgeted.app.close());
+  const getHeaders = { authorization: `Bearer ${getToken}` };
+  results.getBare = await measure({ name: 'GET /v1/documents/:id (budgets off)', url: `${apiUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections });
+  results.getBudgeted = await measure({ name: 'GET /v1/documents/:id (budgets on)', url: `${budgetedUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections });
+  results.postBudgeted = await measure({
+    name: 'POST /v1/documents (4 KB, budgets on)',
+    url: `${budgetedUrl}/v1/documents`,
+    method: 'POST',
+    headers: { authorization: `Bearer ${token('bench-post')}` },
+    body: 'multipart-4k',
+    connections: settings.postConnections,
+  });
+
   clearInterval(rssSampler);
   results.rss.end = process.memoryUsage.rss();
   results.rss.peak = Math.max(peak, results.rss.end);
@@ -815,6 +850,24 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
       options,
     ),
   );
+  if (r.helloHelmet || r.getBudgeted || r.postBudgeted) {
+    out.push('');
+    out.push('The edge\'s cost: each row against the one above it, measured back to back.');
+    out.push(
+      table(
+        ['HTTP', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'vs row above', 'target', 'verdict'],
+        [
+          row(r.hello, 'hello-world', undefined, '-', null),
+          row(r.helloHelmet, 'hello-world + helmet headers', r.hello, '-', null),
+          row(r.getBare, 'GET /v1/documents/:id, budgets off', undefined, '-', null),
+          row(r.getBudgeted, 'GET /v1/documents/:id, budgets counting', r.getBare, '-', null),
+          row(r.post, 'POST /v1/documents 4 KB, budgets off', undefined, '-', null),
+          row(r.postBudgeted, 'POST /v1/documents 4 KB, budgets counting', r.post, '-', null),
+        ],
+        options,
+      ),
+    );
+  }
   if (wh) {
     out.push('');
     const detail = (m: PacedMeasured | undefined, name: string): string[] => [
@@ -946,7 +999,7 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
     out.push('');
     out.push(`WARNING: processes outside this run used CPU during: ${disturbed.join(', ')}. Those figures are disturbed; run again on a quiet machine.`);
   }
-  const errors = [r.hello, r.get, r.insert, r.post, wh?.baseline, wh?.first, wh?.duplicates].filter((m): m is Measured | PacedMeasured => !!m && (m.non2xx > 0 || m.errors > 0));
+  const errors = [r.hello, r.get, r.insert, r.post, r.helloHelmet, r.getBare, r.getBudgeted, r.postBudgeted, wh?.baseline, wh?.first, wh?.duplicates].filter((m): m is Measured | PacedMeasured => !!m && (m.non2xx > 0 || m.errors > 0));
   if (errors.length) {
     out.push('');
     for (const m of errors) out.push(`note: ${m.name}: ${m.non2xx} non-2xx (${JSON.stringify(m.statusCodes)}), ${m.errors} errors, ${m.timeouts} timeouts`);

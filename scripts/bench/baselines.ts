@@ -6,8 +6,10 @@ import multipart from '@fastify/multipart';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Sql } from '../../src/db/client.ts';
 
-export async function startHelloWorld(): Promise<{ app: FastifyInstance; url: string }> {
+/** A bare Fastify hello-world; `before` registers plugins first (the security headers' cost). */
+export async function startHelloWorld(before?: (app: FastifyInstance) => Promise<void>): Promise<{ app: FastifyInstance; url: string }> {
   const app = Fastify({ logger: false });
+  if (before) await before(app);
   app.get('/', async () => ({ hello: 'world' }));
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return { app, url };
