@@ -395,11 +395,8 @@ interface Results {
   get?: Measured;
   insert?: Measured;
   post?: Measured;
-  /** The edge's cost (issue 9): helmet on the hello-world; GET and POST with the budgets counting. */
-  helloHelmet?: Measured;
-  getBare?: Measured;
-  getBudgeted?: Measured;
-  postBudgeted?: Measured;
+  /** The edge's cost (issue 9): pairs measured back to back, two alternating rounds. */
+  edge?: { name: string; what: string; off: Measured; on: Measured }[];
   webhook?: WebhookFigures;
   large?: { bytes: number; status: number; seconds: number; rssBefore: number; rssPeak: number; growth: number };
   idle?: PickupFigures & { docs: number; failed: number };
@@ -754,12 +751,12 @@ async function main(): Promise<Results> {
     connections: settings.postConnections,
   });
 
-  // 7. The cost of the edge (issue 9), each pair measured back to back: helmet's headers on the
-  // bare hello-world, and the request budgets (address + user counters of @fastify/rate-limit,
-  // set too high to refuse anything) on GET and POST against the same api with budgets off.
+  // 7. The cost of the edge (issue 9): helmet's headers on the bare hello-world, and the request
+  // budgets (address + user counters of @fastify/rate-limit, set too high to refuse anything) on
+  // GET and POST against the same api with the budgets off. Each pair is measured back to back,
+  // twice, alternating, so that drift over the run (heap growth, the machine) falls on both sides.
   const helmeted = await startHelloWorld((app) => registerEdgeSecurity(app as never, { corsOrigins: [] }));
   onCleanup('hello-world + helmet', () => helmeted.app.close());
-  results.helloHelmet = await measure({ name: 'hello-world + helmet', url: `${helmeted.url}/`, method: 'GET', headers: {}, connections: settings.getConnections });
   const budgeted = await buildApiApp({
     config: { ...config, http: { ...config.http, rateLimits: { ...config.http.rateLimits, perAddress: 10_000_000, uploads: 10_000_000, longPolls: 10_000_000, requests: 10_000_000 } } },
     jwt,
@@ -772,16 +769,22 @@ async function main(): Promise<Results> {
   const budgetedUrl = await budgeted.app.listen({ host: '127.0.0.1', port: 0 });
   onCleanup('api with budgets', () => budgeted.app.close());
   const getHeaders = { authorization: `Bearer ${getToken}` };
-  results.getBare = await measure({ name: 'GET /v1/documents/:id (budgets off)', url: `${apiUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections });
-  results.getBudgeted = await measure({ name: 'GET /v1/documents/:id (budgets on)', url: `${budgetedUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections });
-  results.postBudgeted = await measure({
-    name: 'POST /v1/documents (4 KB, budgets on)',
-    url: `${budgetedUrl}/v1/documents`,
-    method: 'POST',
-    headers: { authorization: `Bearer ${token('bench-post')}` },
-    body: 'multipart-4k',
-    connections: settings.postConnections,
-  });
+  const postHeaders = { authorization: `Bearer ${token('bench-post')}` };
+  // ABBA: the second round measures "with" first, so a drift over the run (it is there: the
+  // POST runs grow the tables) weighs on both sides equally; GET pairs run before any POST pair.
+  results.edge = [];
+  type Target = Omit<AutocannonJob, 'kind' | 'durationSeconds' | 'warmupSeconds' | 'name'>;
+  const pair = async (name: string, what: string, off: Target, on: Target) => {
+    for (const round of [1, 2]) {
+      const order = round === 1 ? (['off', 'on'] as const) : (['on', 'off'] as const);
+      const measured: Partial<Record<'off' | 'on', Measured>> = {};
+      for (const side of order) measured[side] = await measure({ name: `${name} (${round}): ${side === 'on' ? 'with' : 'without'} ${what}`, ...(side === 'on' ? on : off) });
+      results.edge!.push({ name: `${name}, round ${round} (${order.join(' then ')})`, what, off: measured.off!, on: measured.on! });
+    }
+  };
+  await pair('hello-world', 'helmet headers', { url: `${hello.url}/`, method: 'GET', headers: {}, connections: settings.getConnections }, { url: `${helmeted.url}/`, method: 'GET', headers: {}, connections: settings.getConnections });
+  await pair('GET /v1/documents/:id', 'budgets counting', { url: `${apiUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections }, { url: `${budgetedUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections });
+  await pair('POST /v1/documents 4 KB', 'budgets counting', { url: `${apiUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: settings.postConnections }, { url: `${budgetedUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: settings.postConnections });
 
   clearInterval(rssSampler);
   results.rss.end = process.memoryUsage.rss();
@@ -850,20 +853,19 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
       options,
     ),
   );
-  if (r.helloHelmet || r.getBudgeted || r.postBudgeted) {
+  if (r.edge?.length) {
     out.push('');
-    out.push('The edge\'s cost: each row against the one above it, measured back to back.');
+    out.push('The edge\'s cost: each pair measured back to back, twice, in ABBA order (the mean of the two ratios cancels a linear drift).');
     out.push(
       table(
-        ['HTTP', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'vs row above', 'target', 'verdict'],
-        [
-          row(r.hello, 'hello-world', undefined, '-', null),
-          row(r.helloHelmet, 'hello-world + helmet headers', r.hello, '-', null),
-          row(r.getBare, 'GET /v1/documents/:id, budgets off', undefined, '-', null),
-          row(r.getBudgeted, 'GET /v1/documents/:id, budgets counting', r.getBare, '-', null),
-          row(r.post, 'POST /v1/documents 4 KB, budgets off', undefined, '-', null),
-          row(r.postBudgeted, 'POST /v1/documents 4 KB, budgets counting', r.post, '-', null),
-        ],
+        ['pair', 'what is added', 'req/s without', 'req/s with', 'ratio', 'p99 ms without', 'p99 ms with'],
+        r.edge.flatMap((e, i, all) => {
+          const rowOf = [e.name, e.what, fmt(e.off.reqPerSec, 0), fmt(e.on.reqPerSec, 0), pct(e.on.reqPerSec / e.off.reqPerSec), fmt(e.off.latency.p99, 2), fmt(e.on.latency.p99, 2)];
+          const prev = all[i - 1];
+          if (i % 2 === 0 || !prev) return [rowOf];
+          const mean = (prev.on.reqPerSec / prev.off.reqPerSec + e.on.reqPerSec / e.off.reqPerSec) / 2;
+          return [rowOf, [`${e.name.split(',')[0]}: mean of the two`, e.what, '', '', pct(mean), '', '']];
+        }),
         options,
       ),
     );
@@ -999,7 +1001,7 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
     out.push('');
     out.push(`WARNING: processes outside this run used CPU during: ${disturbed.join(', ')}. Those figures are disturbed; run again on a quiet machine.`);
   }
-  const errors = [r.hello, r.get, r.insert, r.post, r.helloHelmet, r.getBare, r.getBudgeted, r.postBudgeted, wh?.baseline, wh?.first, wh?.duplicates].filter((m): m is Measured | PacedMeasured => !!m && (m.non2xx > 0 || m.errors > 0));
+  const errors = [r.hello, r.get, r.insert, r.post, ...(r.edge ?? []).flatMap((e) => [e.off, e.on]), wh?.baseline, wh?.first, wh?.duplicates].filter((m): m is Measured | PacedMeasured => !!m && (m.non2xx > 0 || m.errors > 0));
   if (errors.length) {
     out.push('');
     for (const m of errors) out.push(`note: ${m.name}: ${m.non2xx} non-2xx (${JSON.stringify(m.statusCodes)}), ${m.errors} errors, ${m.timeouts} timeouts`);

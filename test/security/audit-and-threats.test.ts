@@ -64,8 +64,11 @@ describe('what is recorded', () => {
     assert.equal(rows[0]!.client_address, '198.51.100.20');
   });
 
-  test('deletes and every service-role request: one row each, with the request id and address', async () => {
+  test('deletes, reprocess and every service-role request: one row each, with the request id and address', async () => {
     const id = await upload('user-del');
+    // Reprocess of a document still in `uploaded` (no worker here) is refused (409), and recorded.
+    const again = await fetch(`${stack.apiUrl}/v1/documents/${id}/reprocess`, { method: 'POST', headers: { ...from('192.0.2.9', stack.token('user-del')), 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(again.status, 409);
     const del = await fetch(`${stack.apiUrl}/v1/documents/${id}`, { method: 'DELETE', headers: { ...from('192.0.2.9', stack.token('user-del')), 'x-request-id': 'req-delete-1' } });
     assert.ok(del.status < 300, String(del.status));
     await fetch(`${stack.apiUrl}/v1/documents?limit=1`, { headers: from('192.0.2.9', stack.token('backend', { claims: { role: 'service_role' } } as never)) });
@@ -75,6 +78,9 @@ describe('what is recorded', () => {
     assert.equal(deleted?.outcome, 'success');
     assert.equal(deleted?.request_id, 'req-delete-1');
     assert.equal(deleted?.client_address, '192.0.2.9');
+    const [reprocess] = await queryAudit(sql, { action: 'document.reprocess', target: id });
+    assert.equal(reprocess?.outcome, 'failed');
+    assert.equal(reprocess?.details.status, 409);
     const service = await queryAudit(sql, { actor: 'user:backend' });
     assert.ok(service.some((r) => r.action === 'service.GET /v1/documents' && r.role === 'service_role'), JSON.stringify(service));
   });

@@ -3,6 +3,7 @@
 // body. Each refusal is a 4xx with a stable code, nothing is stored, and the service answers the
 // next request as before.
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { after, test } from 'node:test';
 import { MAX_HEADERS, MAX_JSON_DEPTH } from '../../src/services/http.ts';
@@ -19,11 +20,18 @@ async function expectError(res: Response, status: number, code: string): Promise
   assert.ok(body.error?.requestId);
 }
 
+/** Rows of the event log and upload reservations, and files in storage. */
+async function stored(): Promise<{ rows: number; files: number }> {
+  const rows = (await stack.runtime.sql`select (select count(*) from docpipe.events)::int + (select count(*) from docpipe.pending_uploads)::int as n`)[0]!.n as number;
+  const dir = stack.config.storage.kind === 'fs' ? stack.config.storage.dir : null;
+  const files = dir ? (await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => [])).filter((e) => e.isFile()).length : 0;
+  return { rows, files };
+}
+
 async function nothingStored<T>(fn: () => Promise<T>): Promise<T> {
-  const count = async () => (await stack.runtime.sql`select (select count(*) from docpipe.events)::int + (select count(*) from docpipe.pending_uploads)::int as n`)[0]!.n as number;
-  const before = await count();
+  const before = await stored();
   const result = await fn();
-  assert.equal(await count(), before, 'nothing stored');
+  assert.deepEqual(await stored(), before, 'nothing stored in the database or in storage');
   const after = await fetch(`${stack.apiUrl}/v1/documents`, { headers: auth });
   assert.equal(after.status, 200, 'the service still answers');
   return result;
