@@ -87,6 +87,17 @@ function principalOf(claims: Record<string, unknown>): Principal {
   return principal;
 }
 
+/** Verifies signature and claims, then reads the principal; every failure an AuthError. */
+function verifiedPrincipal(verify: Verify, token: string): Principal {
+  let claims: Record<string, unknown>;
+  try {
+    claims = verify(token);
+  } catch (err) {
+    throw authErrorOf(err);
+  }
+  return principalOf(claims);
+}
+
 function assertSize(token: string): void {
   if (token.length > MAX_TOKEN_BYTES) throw new AuthError('AUTH_TOKEN_TOO_LARGE', `the token is over ${MAX_TOKEN_BYTES} bytes`);
 }
@@ -97,13 +108,7 @@ export function createTokenVerifier(settings: JwtSettings): (token: string) => P
   const verify = verifierFor(settings.secret, 'HS256', settings);
   return (token) => {
     assertSize(token);
-    let claims: Record<string, unknown>;
-    try {
-      claims = verify(token);
-    } catch (err) {
-      throw authErrorOf(err);
-    }
-    return principalOf(claims);
+    return verifiedPrincipal(verify, token);
   };
 }
 
@@ -143,13 +148,7 @@ export function createAuthVerifier(settings: JwtSettings & { jwks: JwksCache | n
     } else {
       throw new AuthError('AUTH_INVALID_TOKEN', 'the token\'s algorithm is not accepted');
     }
-    let claims: Record<string, unknown>;
-    try {
-      claims = verify(token);
-    } catch (err) {
-      throw authErrorOf(err);
-    }
-    return principalOf(claims);
+    return verifiedPrincipal(verify, token);
   };
 }
 
