@@ -71,7 +71,11 @@ async function documentCount(): Promise<number> {
   return row!.n;
 }
 
-/** Runs `request` and asserts it stored nothing: no new document row, no new file (an empty .tmp is fine). */
+/**
+ * Runs `request` and asserts it stored nothing: no new document row, no new file (an empty .tmp
+ * is fine). The worker writes through .tmp too: a test that uploads a document first waits for
+ * it to finish before calling this.
+ */
 async function storesNothing(request: () => Promise<void>): Promise<void> {
   const docsBefore = await documentCount();
   const before = await storedState();
@@ -188,6 +192,9 @@ test('uploads: size, type, emptiness and multipart shape are checked, and a refu
     });
     const res = await post(form(Buffer.alloc(MAX_UPLOAD_BYTES, 'lighthouse '), 'limit.txt'));
     assert.equal(res.status, 202, await res.clone().text());
+    // The worker parses it meanwhile, writing through .tmp: let it finish, or the next
+    // subtest's "nothing left in .tmp" would see its temp file.
+    await waitForStatus(stack, ((await res.json()) as { id: string }).id, ['ready', 'failed']);
   });
 
   await t.test('a PNG -> 415 UNSUPPORTED_MEDIA_TYPE', async () => {
@@ -274,6 +281,8 @@ test('uploads: size, type, emptiness and multipart shape are checked, and a refu
     const key = `bad-input-${randomUUID()}`;
     const first = await upload(stack, SMALL_TEXT, 'a.txt', { idempotencyKey: key });
     assert.equal(first.status, 202);
+    // Parsed and embedded first: the worker's writes go through .tmp (see storesNothing).
+    await waitForStatus(stack, ((await first.json()) as { id: string }).id, ['ready', 'failed']);
     await storesNothing(async () => {
       const other = Buffer.concat([SMALL_TEXT, Buffer.from('And a second sentence.\n')]);
       await expectError(await upload(stack, other, 'a.txt', { idempotencyKey: key }), 409, 'IDEMPOTENCY_KEY_REUSED');
