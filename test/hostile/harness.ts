@@ -2,7 +2,7 @@
 // one process, as `npm start` runs it) on a database of its own, and the instruments that judge
 // it while a bomb goes through: a /healthz prober, a resident-set sampler of the process tree
 // (the service and its sandbox children), a file-descriptor count, and its JSON log lines.
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -131,31 +131,42 @@ export interface HealthReport {
 }
 
 /** Probes GET /healthz every `everyMs` (each with a 1 s timeout) until stopped. */
+/**
+ * Probes /healthz every `everyMs` from a child process of its own, so that the figure is the
+ * service's: a probe in the test's process would also count that process's own stalls (it opens
+ * thousands of sockets in some tests). A probe that gets no 200 within 1 s is a failure.
+ */
+const PROBE = `
+const [url, everyMs] = [process.argv[1], Number(process.argv[2])];
+const report = { samples: 0, maxMs: 0, failures: 0 };
+let running = true;
+process.stdin.on('end', () => (running = false)).resume();
+(async () => {
+  while (running) {
+    const started = performance.now();
+    const ok = await fetch(url, { signal: AbortSignal.timeout(1000) }).then(async (r) => { await r.arrayBuffer(); return r.status === 200; }, () => false);
+    const ms = ok ? performance.now() - started : 1000;
+    report.samples++;
+    report.maxMs = Math.max(report.maxMs, ms);
+    if (!ok) report.failures++;
+    await new Promise((r) => setTimeout(r, Math.max(0, everyMs - (performance.now() - started))));
+  }
+  process.stdout.write(JSON.stringify(report));
+})();
+`;
+
 export function watchHealth(apiUrl: string, everyMs = 100): { stop(): Promise<HealthReport> } {
-  const report: HealthReport = { samples: 0, maxMs: 0, failures: 0 };
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const started = performance.now();
-      const ok = await fetch(`${apiUrl}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
-        async (r) => {
-          await r.arrayBuffer();
-          return r.status === 200;
-        },
-        () => false,
-      );
-      const ms = ok ? performance.now() - started : 1_000;
-      report.samples++;
-      report.maxMs = Math.max(report.maxMs, ms);
-      if (!ok) report.failures++;
-      await sleep(Math.max(0, everyMs - (performance.now() - started)));
-    }
-  })();
+  const child = spawn(process.execPath, ['-e', PROBE, `${apiUrl}/healthz`, String(everyMs)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return {
     async stop() {
-      running = false;
-      await loop;
-      return report;
+      child.stdin!.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+      return JSON.parse(output) as HealthReport;
     },
   };
 }
