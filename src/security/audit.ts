@@ -48,7 +48,7 @@ export interface AuditRow {
 }
 
 /** Distinct aggregation keys held between flushes; past it, new keys fold into one row per action. */
-const MAX_KEYS = 10_000;
+const MAX_KEYS = 1_000;
 const clip = (value: string | null | undefined, max: number) => (value == null ? null : storableText(value).slice(0, max));
 
 export function createAudit(options: { sql: Sql; logger: Logger; flushMs?: number }): Audit {

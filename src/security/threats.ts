@@ -52,7 +52,7 @@ const MAX_TRACKED = 50_000;
 
 /** Occurrences per key within a sliding window of `windowMs` (timestamps kept up to `threshold`). */
 class WindowCounter<V> {
-  private readonly seen = new Map<string, { times: number[]; values: Set<V> }>();
+  private readonly seen = new Map<string, { times: number[]; values: Map<V, number> }>();
   constructor(private readonly windowMs: number) {}
   /** Adds one occurrence (with an optional distinct value); returns the count (or distinct values) in the window. */
   add(key: string, value?: V): number {
@@ -60,15 +60,16 @@ class WindowCounter<V> {
     let entry = this.seen.get(key);
     if (!entry) {
       if (this.seen.size >= MAX_TRACKED) this.seen.delete(this.seen.keys().next().value!);
-      entry = { times: [], values: new Set() };
+      entry = { times: [], values: new Map() };
     }
     this.seen.delete(key);
     this.seen.set(key, entry); // most recent last
     entry.times = entry.times.filter((t) => now - t < this.windowMs);
     entry.times.push(now);
     if (value !== undefined) {
-      if (entry.times.length === 1) entry.values.clear();
-      entry.values.add(value);
+      // Distinct values seen within the window: older ones are forgotten.
+      for (const [v, at] of entry.values) if (now - at >= this.windowMs) entry.values.delete(v);
+      entry.values.set(value, now);
       return entry.values.size;
     }
     return entry.times.length;

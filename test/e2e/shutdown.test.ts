@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readlink, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -132,7 +132,12 @@ async function ctrlC(interrupt: (pid: number, output: () => string) => Promise<v
     (res) => res.status,
     () => 'no answer',
   );
-  await sleep(300);
+  // In flight for certain: the fs storage opens its temp file with the first byte of the body
+  // (on a loaded machine a fixed pause left the upload not yet admitted when the signal landed).
+  const tmp = path.join(dataDir, 'files', '.tmp');
+  for (const deadline = Date.now() + 15_000; (await readdir(tmp).catch(() => [])).length === 0; await sleep(50)) {
+    if (Date.now() > deadline) throw new Error(`the upload never reached storage:\n${output}`);
+  }
 
   await interrupt(child.pid!, () => output);
   // The upload finishes during the drain, a second after the signal, and is answered.

@@ -47,6 +47,14 @@ test('the service role: anyone\'s documents, listed all or by owner, deletable',
   assert.equal((await fetch(`${stack.apiUrl}/v1/admin/audit?action=document.delete&target=${daves}`, { headers: service })).status, 200);
 });
 
+test('an encoded path reaches the same route and the same checks (decided by the route, not the raw URL)', async () => {
+  assert.equal((await fetch(`${stack.apiUrl}/%761/documents`, { headers: as('alice') })).status, 200);
+  const anon = await fetch(`${stack.apiUrl}/%761/documents`, { headers: as('visitor', 'anon') });
+  assert.equal(anon.status, 403);
+  assert.equal(((await anon.json()) as { error: { code: string } }).error.code, 'AUTH_FORBIDDEN_ROLE');
+  assert.equal((await fetch(`${stack.apiUrl}/%761/documents`)).status, 401);
+});
+
 test('anon: 403 AUTH_FORBIDDEN_ROLE everywhere', async () => {
   for (const path of ['/v1/documents', '/v1/admin/audit']) {
     const res = await fetch(`${stack.apiUrl}${path}`, { headers: as('visitor', 'anon') });

@@ -10,7 +10,7 @@ import { migrationsCurrent } from '../../db/migrate.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { Storage } from '../../providers/types.ts';
-import { createAudit, type Audit } from '../../security/audit.ts';
+import { createAudit, type Audit, type AuditEntry } from '../../security/audit.ts';
 import { createJwksCache } from '../../security/jwks.ts';
 import { createThreats, type RequestContext } from '../../security/threats.ts';
 import { AuthError, createAuthVerifier, type JwtSettings, type Principal } from '../../security/tokens.ts';
@@ -136,7 +136,8 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     }
     // Routes marked public (the fs upload route) authenticate by their own signed token instead,
     // like Supabase's signed upload URLs.
-    if (!request.url.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
+    // By the route matched, not the raw URL (`/%761/...` and absolute-form targets reach /v1 routes too).
+    if (!request.routeOptions.url?.startsWith('/v1/') || (request.routeOptions.config as { public?: boolean }).public === true) return;
     const header = request.headers.authorization;
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     try {
@@ -178,7 +179,10 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
             : null;
     if (!action) return;
     const context = contextOf(request);
-    void audit.record({
+    // Successes one row each; refusals aggregated, so that a client repeating a refused request
+    // cannot write a row per request.
+    const write = reply.statusCode < 400 ? (e: AuditEntry) => void audit.record(e) : (e: AuditEntry) => audit.aggregate(e);
+    write({
       actor: `user:${principal.sub}`,
       role: principal.role,
       action,
@@ -231,7 +235,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     foreignAccess: (request, id) => {
       const principal = (request as FastifyRequest).principal!;
       const context = contextOf(request as FastifyRequest);
-      void audit.record({ actor: `user:${principal.sub}`, role: principal.role, action: 'document.foreign_access', target: id, outcome: 'denied', ...context });
+      audit.aggregate({ actor: `user:${principal.sub}`, role: principal.role, action: 'document.foreign_access', outcome: 'denied', ...context, details: { lastTarget: id } });
       threats.foreignAccess(principal.sub, id, context);
     },
   });

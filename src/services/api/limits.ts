@@ -33,11 +33,14 @@ export type UserBudget = 'uploads' | 'longPolls' | 'requests';
  * the process directly cannot choose its identity by sending the header.
  */
 export function clientAddress(request: FastifyRequest, trustProxy: 'fly' | 'none'): string {
+  let address = request.socket.remoteAddress ?? 'unknown';
   if (trustProxy === 'fly') {
     const header = request.headers['fly-client-ip'];
-    if (typeof header === 'string' && isIP(header.trim())) return header.trim();
+    if (typeof header === 'string' && isIP(header.trim())) address = header.trim();
   }
-  return request.socket.remoteAddress ?? 'unknown';
+  // IPv6 clients hold a /64 each: one client, or it would have 2^64 budgets, blocks and audit
+  // keys. IPv4-mapped IPv6 becomes the IPv4 address.
+  return isIP(address) ? normalizeIP(address, 64) : address;
 }
 
 /** What a counter says (isAllowed: on an allow list, not counted; we keep none). */

@@ -47,7 +47,7 @@ export async function buildWebhookApp(deps: WebhookDeps): Promise<App> {
   // WEBHOOK_FAILURES_PER_ADDRESS failures this minute is refused before anything is read, while
   // LlamaCloud, whose deliveries authenticate, is never limited (docs/SECURITY.md).
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/v1/webhooks/')) return;
+    if (!request.routeOptions.url?.startsWith('/v1/webhooks/')) return;
     const address = clientAddress(request, trustProxy);
     if (threats.webhookLimited(address)) {
       audit.aggregate({ actor: `address:${address}`, action: 'ratelimit.webhook', outcome: 'refused', clientAddress: address, userAgent: request.headers['user-agent'] ?? null });
