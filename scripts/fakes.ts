@@ -53,6 +53,7 @@ const env: Record<string, string> = {
   LLAMAPARSE_POLL_AFTER_SECONDS: '10',
   WEBHOOK_PUBLIC_URL: `http://127.0.0.1:${port('webhook-port', values['webhook-port']!)}`,
   WEBHOOK_SECRET: 'local-fakes-webhook-secret-not-for-production',
+  LLAMAPARSE_WEBHOOK_SIGNING_SECRET: 'local-fakes-signing-secret-not-for-production',
   DOCPIPE_EMBEDDER: 'openai',
   OPENAI_API_KEY: openai.apiKey,
   OPENAI_BASE_URL: openai.url,

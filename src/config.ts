@@ -3,6 +3,7 @@
 // table (`docpipe env-example`), so the documentation cannot drift from the code.
 import path from 'node:path';
 import { DEFAULT_PARSER_LIMITS, type ParserLimits } from './providers/types.ts';
+import { LLAMAPARSE_TIERS, type LlamaParseTier } from './providers/parser/llamaparse.ts';
 
 import type { ThreatSettings } from './security/threats.ts';
 import type { RateLimitSettings } from './services/api/limits.ts';
@@ -91,12 +92,16 @@ export type ParserConfig =
       baseUrl: string;
       organizationId: string | undefined;
       projectId: string | undefined;
-      parseMode: string | undefined;
+      tier: LlamaParseTier;
+      /** `latest` or a dated version (YYYY-MM-DD). */
+      version: string;
       /** Wait this long for a webhook before polling the job status. */
       pollAfterSeconds: number;
-      /** A job still PENDING this long after submission fails with PARSE_TIMEOUT. */
-      deadlineMinutes: number;
+      /** processing_control.timeouts of every job; docpipe's deadline for a job follows from it and the document's pages. */
+      jobTimeout: { baseSeconds: number; perPageSeconds: number };
       timeoutSeconds: number;
+      /** Sent as webhook_signing_secret, so deliveries carry LC-Signature. */
+      webhookSigningSecret: string | undefined;
     };
 
 export type EmbedderConfig =
@@ -153,6 +158,12 @@ const oneOf =
   };
 
 const text: Parse<string> = (raw) => raw;
+
+/** LlamaParse's `version`: `latest`, or a dated one (the form `GET /api/v2/parse/versions` lists). */
+const llamaParseVersion: Parse<string> = (raw) => {
+  if (raw === 'latest' || (/^\d{4}-\d{2}-\d{2}$/.test(raw) && !Number.isNaN(Date.parse(raw)))) return raw;
+  throw new Error(`must be latest or a date such as 2026-09-07, got ${JSON.stringify(raw)}`);
+};
 
 /** Comma-separated browser origins (scheme://host[:port], no path): the CORS allow-list. */
 const origins: Parse<string[]> = (raw) =>
@@ -231,14 +242,16 @@ export const SPEC: VarSpec[] = [
   { name: 'LLAMAPARSE_BASE_URL', default: 'https://api.cloud.llamaindex.ai', description: 'LlamaCloud base URL (EU: https://api.cloud.eu.llamaindex.ai).', parse: httpUrl },
   { name: 'LLAMAPARSE_ORGANIZATION_ID', default: undefined, description: 'Optional organization_id query parameter.', parse: text },
   { name: 'LLAMAPARSE_PROJECT_ID', default: undefined, description: 'Optional project_id query parameter.', parse: text },
-  { name: 'LLAMAPARSE_PARSE_MODE', default: undefined, description: 'Optional parse_mode form field (e.g. parse_page_with_llm); unset: the account default.', parse: text },
+  { name: 'LLAMAPARSE_TIER', default: 'cost_effective', description: 'Parse tier: fast (1 credit/page, text only), cost_effective (3), agentic (10) or agentic_plus (45).', parse: oneOf(...LLAMAPARSE_TIERS) },
+  { name: 'LLAMAPARSE_VERSION', default: 'latest', description: 'Parser version: latest, or a date such as 2026-09-07. Pin a date in production so the output cannot change silently.', parse: llamaParseVersion },
   { name: 'LLAMAPARSE_POLL_AFTER_SECONDS', default: '60', description: 'Wait this long for a webhook before polling the job status (then 1 s doubling to 60 s).', parse: int(0, 3600) },
-  { name: 'LLAMAPARSE_DEADLINE_MINUTES', default: '45', description: 'A parse job not finished this long after submission fails with PARSE_TIMEOUT.', parse: int(1, 24 * 60) },
+  { name: 'LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS', default: '1800', description: 'LlamaCloud job time limit, fixed part (processing_control.timeouts.base_in_seconds; at most 30 min).', parse: int(60, 1800) },
+  { name: 'LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS', default: '60', description: 'LlamaCloud job time limit per page (extra_time_per_page_in_seconds; at most 300). docpipe fails a job with PARSE_TIMEOUT 5 min after base + pages x this.', parse: int(0, 300) },
   { name: 'LLAMAPARSE_TIMEOUT_SECONDS', default: '120', description: 'Timeout of one LlamaCloud HTTP request (the upload included).', parse: int(1, 3600) },
   { name: 'WEBHOOK_PUBLIC_URL', default: undefined, description: 'Base URL at which LlamaCloud reaches the webhook service (https://<app>.fly.dev). Unset: no webhooks, polling only.', parse: httpUrl },
   { name: 'WEBHOOK_SECRET', default: undefined, description: 'HMAC key (>= 32 chars) of the per-document webhook credentials. Required with WEBHOOK_PUBLIC_URL. A Fly secret.', parse: secret, secret: true },
   { name: 'WEBHOOK_DELIVERY_RETENTION_DAYS', default: '7', description: 'Webhook delivery ids (de-duplication) are kept this long, then removed by the worker\'s maintenance job.', parse: int(1, 3650) },
-  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'LlamaCloud webhook_signing_secret: when set, LC-Signature is required and verified as well.', parse: text, secret: true },
+  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'Sent to LlamaCloud as each job\'s webhook_signing_secret; the webhook service then requires a valid LC-Signature as well. Worker and webhook need the same value.', parse: text, secret: true },
   { name: 'DOCPIPE_EMBEDDER', default: 'local', description: 'Embedder adapter: local (lexical feature hashing, not semantic) or openai.', parse: oneOf('local', 'openai') },
   { name: 'EMBEDDING_DIMENSIONS', default: '512', description: 'Vector dimensions (openai: the `dimensions` parameter of text-embedding-3 models).', parse: int(8, 4096) },
   { name: 'OPENAI_API_KEY', default: undefined, description: 'OpenAI API key (DOCPIPE_EMBEDDER=openai). A Fly secret.', parse: text, secret: true },
@@ -362,10 +375,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             baseUrl: get('LLAMAPARSE_BASE_URL'),
             organizationId: get('LLAMAPARSE_ORGANIZATION_ID'),
             projectId: get('LLAMAPARSE_PROJECT_ID'),
-            parseMode: get('LLAMAPARSE_PARSE_MODE'),
+            tier: get('LLAMAPARSE_TIER'),
+            version: get('LLAMAPARSE_VERSION'),
             pollAfterSeconds: get('LLAMAPARSE_POLL_AFTER_SECONDS'),
-            deadlineMinutes: get('LLAMAPARSE_DEADLINE_MINUTES'),
+            jobTimeout: { baseSeconds: get('LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS'), perPageSeconds: get('LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS') },
             timeoutSeconds: get('LLAMAPARSE_TIMEOUT_SECONDS'),
+            webhookSigningSecret: get('LLAMAPARSE_WEBHOOK_SIGNING_SECRET'),
           }
         : { kind: 'local' },
     embedder:

@@ -76,7 +76,7 @@ export type DocumentCommand =
   | ({ type: 'SubmitParse' } & EventPayloads['ParseSubmitted'])
   | {
       type: 'RecordParserCallback';
-      /** The job the callback names; null for payloads that name none (LlamaParse's legacy result). */
+      /** The job the callback names; null when the delivery names none (then the current job is meant: LlamaParse v1's result form did so, and old events keep it). */
       providerJobId: string | null;
       /** The run the callback's credential was issued for; null when authenticated otherwise (LC-Signature). */
       run: number | null;

@@ -9,6 +9,7 @@ import { storableText } from '../db/text.ts';
 import type { EventMetadata } from '../events/catalog.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ByteBudget } from '../util/byte-budget.ts';
+import type { PageCounter } from '../providers/parser/pages.ts';
 import type { AsyncParser, ChunkOptions, Chunker, Embedder, MediaType, Parser, ParsedDocument, Storage } from '../providers/types.ts';
 import { DocumentLimitError, DocumentTooComplexError, ProviderError, UnparseableDocumentError } from '../providers/types.ts';
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
@@ -22,6 +23,8 @@ export interface PipelineDeps {
   storage: Storage;
   parser: Parser;
   chunker: Chunker;
+  /** Pages of a document before a remote parse: its deadline grows with them. */
+  pages: PageCounter;
   embedder: Embedder;
   chunking: ChunkOptions;
   embedBatchSize: number;
@@ -36,7 +39,6 @@ export interface RemoteParseSettings {
   webhookBaseUrl: string | undefined;
   webhookSecret: string | undefined;
   pollAfterSeconds: number;
-  deadlineMinutes: number;
 }
 
 /** Polling backoff after the webhook grace period: 1 s doubling to 60 s. */
@@ -281,7 +283,10 @@ async function submitRemoteParse(
   log: Logger,
   signal: AbortSignal | undefined,
 ): Promise<StageOutcome> {
-  const { webhookBaseUrl, webhookSecret, pollAfterSeconds, deadlineMinutes } = deps.remoteParse;
+  const { webhookBaseUrl, webhookSecret, pollAfterSeconds } = deps.remoteParse;
+  // Before the upload: a PDF over the page limit fails here, not on the provider's bill.
+  const pages = await deps.pages.count(bytes, state.mediaType as MediaType, { signal });
+  const timeLimitSeconds = parser.timeLimitSeconds(pages);
   const webhook =
     webhookBaseUrl && webhookSecret
       ? {
@@ -303,9 +308,9 @@ async function submitRemoteParse(
     providerJobId: jobId,
     webhook: webhook !== null,
     pollAfterSeconds: firstCheck,
-    deadline: new Date(Date.now() + deadlineMinutes * 60_000).toISOString(),
+    deadline: new Date(Date.now() + timeLimitSeconds * 1000).toISOString(),
   }, metadataFor(job));
-  log.info({ providerJobId: jobId, webhook: webhook !== null }, 'submitted to the remote parser');
+  log.info({ providerJobId: jobId, webhook: webhook !== null, pages, timeLimitSeconds }, 'submitted to the remote parser');
   return 'pending';
 }
 
@@ -323,7 +328,7 @@ export async function runParseResult(deps: PipelineDeps, job: JobData, { log }: 
     const pastDeadline = () => state.parseDeadline !== null && Date.now() >= Date.parse(state.parseDeadline);
     const pollAgain = async (): Promise<StageOutcome> => {
       if (pastDeadline()) {
-        throw new PermanentStageError('PARSE_TIMEOUT', `${deps.parser.kind} job ${providerJobId} did not finish within ${deps.remoteParse.deadlineMinutes} minutes`);
+        throw new PermanentStageError('PARSE_TIMEOUT', `${deps.parser.kind} job ${providerJobId} did not finish by its deadline (${state.parseDeadline})`);
       }
       // A webhook-sent check that finds the job still running leaves it to the polling chain.
       if (job.poll === null || job.poll === undefined) return 'pending';
@@ -356,14 +361,10 @@ export async function runParseResult(deps: PipelineDeps, job: JobData, { log }: 
         throw new PermanentStageError(providerCode(remote.errorCode, 'PARSE_ERROR'), remote.errorMessage ?? `${deps.parser.kind} reported an error without a message`);
       case 'CANCELLED':
         throw new PermanentStageError(providerCode(remote.errorCode, 'PARSE_CANCELLED'), remote.errorMessage ?? `the ${deps.parser.kind} job was cancelled`);
-      case 'SUCCESS':
-      case 'PARTIAL_SUCCESS': {
-        const partial =
-          remote.status === 'PARTIAL_SUCCESS'
-            ? { code: providerCode(remote.errorCode, 'PARTIAL_SUCCESS'), message: remote.errorMessage ?? 'some pages could not be parsed' }
-            : null;
+      case 'SUCCESS': {
         try {
-          await storeParsed(deps, job, await deps.parser.result(providerJobId), partial);
+          const parsed = await deps.parser.result(providerJobId);
+          await storeParsed(deps, job, parsed, parsed.warning ?? null);
         } catch (err) {
           // The provider holds a finished parse: a passing outage of its result route or of our
           // storage must not fail the document either; the polling chain fetches it later.

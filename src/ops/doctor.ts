@@ -447,13 +447,24 @@ async function llamaParseCheck(env: NodeJS.ProcessEnv, config: Config | null, in
   if (parser?.kind !== 'llamaparse') return skip(name, env.DOCPIPE_PARSER === 'llamaparse' ? 'the configuration is invalid (see configuration)' : 'DOCPIPE_PARSER is local: LlamaParse is not used');
   // The cheapest authenticated call: the status of a job that does not exist. LlamaCloud checks
   // the key (401) and the organization/project (403) first, then answers 404; nothing is billed.
-  const url = new URL(`${parser.baseUrl}/api/v1/parsing/job/00000000-0000-0000-0000-000000000000`);
-  if (parser.organizationId) url.searchParams.set('organization_id', parser.organizationId);
-  if (parser.projectId) url.searchParams.set('project_id', parser.projectId);
+  const urlOf = (route: string) => {
+    const url = new URL(`${parser.baseUrl.replace(/\/+$/, '')}${route}`);
+    if (parser.organizationId) url.searchParams.set('organization_id', parser.organizationId);
+    if (parser.projectId) url.searchParams.set('project_id', parser.projectId);
+    return url;
+  };
+  const get = (route: string) =>
+    fetch(urlOf(route), { headers: { authorization: `Bearer ${parser.apiKey}`, accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
   let res: Response;
+  let versions: unknown;
   try {
-    res = await fetch(url, { headers: { authorization: `Bearer ${parser.apiKey}`, accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) });
+    res = await get('/api/v2/parse/pjb-00000000000000000000000000');
     await res.arrayBuffer();
+    // The tier's versions: a pinned LLAMAPARSE_VERSION the API does not know would fail every job (422).
+    if (parser.version !== 'latest' && res.status !== 401 && res.status !== 403) {
+      const list = await get('/api/v2/parse/versions');
+      versions = list.ok ? await list.json().catch(() => undefined) : undefined;
+    }
   } catch (err) {
     return fail(name, `no answer from ${parser.baseUrl}: ${reason(err)}`, 'check LLAMAPARSE_BASE_URL (https://api.cloud.llamaindex.ai, EU: https://api.cloud.eu.llamaindex.ai) and that this network reaches it');
   }
@@ -466,7 +477,15 @@ async function llamaParseCheck(env: NodeJS.ProcessEnv, config: Config | null, in
   if (res.status === 429 || res.status >= 500) {
     return fail(name, `LlamaCloud answered HTTP ${res.status}: the key could not be checked`, 'run the doctor again in a minute; if it persists, check status.llamaindex.ai');
   }
-  return pass(name, `accepted by ${parser.baseUrl} (a lookup of a job that does not exist answered ${res.status})`);
+  const known = (versions as Record<string, unknown> | undefined)?.[parser.tier];
+  if (Array.isArray(known) && !known.includes(parser.version)) {
+    return fail(
+      name,
+      `LLAMAPARSE_VERSION ${parser.version} is not a version of tier ${parser.tier} (LlamaCloud lists ${known.slice(0, 5).join(', ')}${known.length > 5 ? ', ...' : ''})`,
+      'set LLAMAPARSE_VERSION to one of the listed dates (or latest)',
+    );
+  }
+  return pass(name, `accepted by ${parser.baseUrl} (a lookup of a job that does not exist answered ${res.status}); tier ${parser.tier}, version ${parser.version}`);
 }
 
 async function openAICheck(env: NodeJS.ProcessEnv, config: Config | null, invalid: (...n: string[]) => string | undefined, timeoutMs: number): Promise<CheckResult> {

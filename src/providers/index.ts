@@ -10,7 +10,8 @@ import { createLocalEmbedder } from './embedder/local.ts';
 import { createOpenAIEmbedder } from './embedder/openai.ts';
 import { createLlamaParseParser } from './parser/llamaparse.ts';
 import { createSandbox } from './sandbox/pool.ts';
-import { createSandboxedChunker, createSandboxedParser } from './sandbox/sandboxed.ts';
+import type { PageCounter } from './parser/pages.ts';
+import { createSandboxedChunker, createSandboxedPageCounter, createSandboxedParser } from './sandbox/sandboxed.ts';
 import { createFsStorage } from './storage/fs.ts';
 import { createSupabaseStorage } from './storage/supabase.ts';
 import type { Chunker, Embedder, Parser, Storage } from './types.ts';
@@ -20,6 +21,8 @@ export interface Providers {
   parser: Parser;
   /** Chunks parsed markdown, in the sandbox, whatever the parser. */
   chunker: Chunker;
+  /** Counts a PDF's pages in the sandbox (estimates other formats') before a remote parse. */
+  pages: PageCounter;
   embedder: Embedder;
   /** Starts the sandbox's processes ahead of the first document (the worker calls it; the api and webhook never start any). */
   warm(): void;
@@ -57,6 +60,7 @@ export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'emb
   });
   return {
     chunker: createSandboxedChunker(sandbox),
+    pages: createSandboxedPageCounter(sandbox, config.parserLimits),
     warm: () => sandbox.warm(),
     close: () => sandbox.close(),
     storage: createStorage(config, context.uploadSigningKey),
@@ -67,8 +71,11 @@ export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'emb
             baseUrl: parser.baseUrl,
             organizationId: parser.organizationId,
             projectId: parser.projectId,
-            parseMode: parser.parseMode,
+            tier: parser.tier,
+            version: parser.version,
             timeoutSeconds: parser.timeoutSeconds,
+            webhookSigningSecret: parser.webhookSigningSecret,
+            jobTimeout: parser.jobTimeout,
           })
         : createSandboxedParser(sandbox, config.parserLimits),
     embedder:

@@ -67,6 +67,8 @@ export interface SignedUpload {
 export interface ParsedDocument {
   markdown: string;
   pages: number;
+  /** The parse succeeded without some of the document (pages a remote parser could not read). */
+  warning?: { code: string; message: string };
 }
 
 /** Lets the worker abandon a task when it shuts down (the sandbox kills the child running it). */
@@ -88,7 +90,11 @@ export interface ParserWebhook {
   headers: Record<string, string>;
 }
 
-export type ProviderJobStatus = 'PENDING' | 'SUCCESS' | 'ERROR' | 'PARTIAL_SUCCESS' | 'CANCELLED';
+/**
+ * A remote job's state in docpipe's own words (each adapter maps its provider's): still running,
+ * finished (its result may carry a warning), failed, or cancelled.
+ */
+export type ProviderJobStatus = 'PENDING' | 'SUCCESS' | 'ERROR' | 'CANCELLED';
 
 export interface ProviderJob {
   id: string;
@@ -112,8 +118,14 @@ export interface AsyncParser {
   /** `status`: what the submission answered; a terminal one (a cache hit) is checked at once. */
   submit(input: SubmitInput): Promise<{ jobId: string; status?: ProviderJobStatus }>;
   status(jobId: string): Promise<ProviderJob>;
-  /** The markdown of a finished job (SUCCESS or PARTIAL_SUCCESS). */
+  /** The markdown of a finished (SUCCESS) job. */
   result(jobId: string): Promise<ParsedDocument>;
+  /**
+   * How long a job for a document of `pages` pages may take before docpipe gives up on it
+   * (PARSE_TIMEOUT): the provider's own limit for that size, plus the time its last webhook or
+   * the next poll needs to arrive.
+   */
+  timeLimitSeconds(pages: number): number;
 }
 
 export type Parser = SyncParser | AsyncParser;

@@ -7,7 +7,7 @@
 // signing secret is configured. Every comparison is constant-time.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
-/** The header that carries the per-document credential (also accepted as `?token=`). */
+/** The header that carries the per-document credential (sent as one of the job's webhook_headers). */
 export const WEBHOOK_TOKEN_HEADER = 'x-docpipe-webhook-token';
 
 function hmac(secret: string, provider: string, documentId: string, run: number): Buffer {

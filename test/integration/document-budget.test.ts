@@ -54,11 +54,12 @@ test('large documents take turns within the budget; small ones are not held up; 
     storage: stack.runtime.providers.storage,
     parser: stack.runtime.providers.parser,
     chunker: observed,
+    pages: stack.runtime.providers.pages,
     embedder: createLocalEmbedder({ dimensions: 16 }),
     chunking: { maxTokens: 256, overlapTokens: 16 },
     embedBatchSize: 256,
     memory: createByteBudget(3 * MB),
-    remoteParse: { webhookBaseUrl: undefined, webhookSecret: undefined, pollAfterSeconds: 1, deadlineMinutes: 45 },
+    remoteParse: { webhookBaseUrl: undefined, webhookSecret: undefined, pollAfterSeconds: 1 },
   };
   const large = [await parsedDocument(2 * MB), await parsedDocument(2 * MB)];
   const small = await parsedDocument(10_000);

@@ -1,9 +1,11 @@
 // The remote-parse stages against a real Postgres and pg-boss, with a scripted AsyncParser
 // standing in for the provider (the pipeline is under test here; the LlamaParse adapter has its
-// own suites against the fake): polling backoff with stable job ids, the deadline, status-route
-// outages, permanent provider errors, stale jobs, and no second submission on a retried job.
+// own suites against the fake): polling backoff with stable job ids, a deadline that grows with
+// the document's pages, status-route outages, permanent provider errors, partial results, stale
+// jobs, and no second submission on a retried job.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { execute } from '../../src/documents/commands.ts';
@@ -11,7 +13,9 @@ import { runParseResult, runParseStage, type PipelineDeps } from '../../src/docu
 import { createByteBudget } from '../../src/util/byte-budget.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createLocalEmbedder } from '../../src/providers/embedder/local.ts';
-import { ProviderError, type AsyncParser, type ProviderJob } from '../../src/providers/types.ts';
+import { createPageCounter } from '../../src/providers/parser/pages.ts';
+import { countPdfPages } from '../../src/providers/parser/pdf.ts';
+import { DEFAULT_PARSER_LIMITS, ProviderError, type AsyncParser, type MediaType, type ParsedDocument, type ProviderJob } from '../../src/providers/types.ts';
 import { stableJobId } from '../../src/queue/jobs.ts';
 import { startStack, type TestStack } from '../helpers/stack.ts';
 
@@ -22,6 +26,9 @@ const meta = { correlationId: randomUUID(), causationId: null, actor: 'test', re
 interface Script {
   status: () => ProviderJob | Promise<ProviderJob>;
   submits: number;
+  result?: ParsedDocument;
+  /** The page counts the pipeline asked a time limit for. */
+  pages?: number[];
 }
 
 function scriptedParser(script: Script): AsyncParser {
@@ -36,22 +43,27 @@ function scriptedParser(script: Script): AsyncParser {
       return script.status();
     },
     async result() {
-      return { markdown: '# done\n\nParsed remotely.', pages: 1 };
+      return script.result ?? { markdown: '# done\n\nParsed remotely.', pages: 1 };
+    },
+    timeLimitSeconds(pages: number) {
+      script.pages?.push(pages);
+      return 1800 + 60 * pages;
     },
   };
 }
 
-function depsWith(parser: AsyncParser, deadlineMinutes = 45): PipelineDeps {
+function depsWith(parser: AsyncParser): PipelineDeps {
   return {
     ctx: stack.runtime.ctx,
     storage: stack.runtime.providers.storage,
     parser,
     chunker: stack.runtime.providers.chunker,
+    pages: stack.runtime.providers.pages,
     embedder: createLocalEmbedder({ dimensions: 16 }),
     chunking: { maxTokens: 64, overlapTokens: 8 },
     embedBatchSize: 4,
     memory: createByteBudget(64 * 1024 * 1024),
-    remoteParse: { webhookBaseUrl: undefined, webhookSecret: undefined, pollAfterSeconds: 1, deadlineMinutes },
+    remoteParse: { webhookBaseUrl: undefined, webhookSecret: undefined, pollAfterSeconds: 1 },
   };
 }
 
@@ -116,12 +128,12 @@ describe('runParseResult', () => {
   test('past the deadline: the document fails with PARSE_TIMEOUT', async () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId, new Date(Date.now() - 1000));
-    const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }), 45);
+    const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }));
     assert.equal(await runParseResult(deps, job(id, providerJobId, 20), { log }), 'failed');
     const row = await statusOf(id);
     assert.equal(row.status, 'failed');
     assert.equal(row.error_code, 'PARSE_TIMEOUT');
-    assert.match(row.error_message!, /did not finish within 45 minutes/);
+    assert.match(row.error_message!, /did not finish by its deadline/);
   });
 
   test('a status-route outage while polling: poll again later, the document does not fail', async () => {
@@ -160,12 +172,72 @@ describe('runParseResult', () => {
     assert.equal(await runParseResult(deps, job(id, providerJobId, 0), { log }), 'skipped');
     assert.equal((await statusOf(id)).status, 'parsed');
   });
+
+  test('SUCCESS with pages the provider could not read: parsed, with the PARTIAL_SUCCESS warning', async () => {
+    const providerJobId = randomUUID();
+    const id = await submitted(providerJobId);
+    const warning = { code: 'PARTIAL_SUCCESS', message: '1 of 3 pages could not be parsed: page 2: OCR failed' };
+    const deps = depsWith(scriptedParser({ status: () => ({ id: providerJobId, status: 'SUCCESS', errorCode: null, errorMessage: null }), submits: 0, result: { markdown: 'page one\n\npage three', pages: 3, warning } }));
+    assert.equal(await runParseResult(deps, job(id, providerJobId, 0), { log }), 'done');
+    const [row] = await stack.db.sql<{ status: string; parse_warning_code: string; parse_warning_message: string }[]>`
+      select status, parse_warning_code, parse_warning_message from docpipe.document_status where id = ${id}`;
+    assert.deepEqual({ ...row }, { status: 'parsed', parse_warning_code: warning.code, parse_warning_message: warning.message });
+  });
+
+  test('ERROR: the document fails with the reason code found in the message, or PARSE_ERROR', async () => {
+    for (const [message, code] of [['PDF_IS_PROTECTED: the file needs a password', 'PDF_IS_PROTECTED'], ['something went wrong', 'PARSE_ERROR']] as const) {
+      const providerJobId = randomUUID();
+      const id = await submitted(providerJobId);
+      const deps = depsWith(scriptedParser({ status: () => ({ id: providerJobId, status: 'ERROR', errorCode: code === 'PARSE_ERROR' ? null : code, errorMessage: message }), submits: 0 }));
+      assert.equal(await runParseResult(deps, job(id, providerJobId, 0), { log }), 'failed');
+      assert.deepEqual({ ...(await statusOf(id)) }, { status: 'failed', error_code: code, error_message: message });
+    }
+  });
+});
+
+/** Uploads `bytes` and runs the parse stage with `deps`; returns the document id. */
+async function submitDocument(deps: PipelineDeps, bytes: Buffer, mediaType: MediaType, fileName: string): Promise<string> {
+  const id = randomUUID();
+  const key = `documents/${id}/original`;
+  const stored = await stack.runtime.providers.storage.put(key, Readable.from([bytes]));
+  await execute(stack.runtime.ctx, id, { type: 'Upload', ownerId: 'user-a', fileName, mediaType, size: stored.size, sha256: stored.sha256, storageKey: key, idempotencyKey: null }, meta);
+  await runParseStage(deps, { documentId: id, run: 1, correlationId: meta.correlationId, causationId: randomUUID(), requestId: null }, { log });
+  return id;
+}
+
+describe('the deadline of a remote parse grows with the document', () => {
+  test("a PDF's pages are counted from its page tree (in the sandbox); other formats are estimated high", async () => {
+    const script: Script = { status: () => pending('x'), submits: 0, pages: [] };
+    const deps = depsWith(scriptedParser(script));
+    const pdf = await submitDocument(deps, await readFile(new URL('../fixtures/sample.pdf', import.meta.url)), 'application/pdf', 'sample.pdf');
+    const text = await submitDocument(deps, Buffer.from('x'.repeat(25_000)), 'text/plain', 'long.txt');
+    assert.deepEqual(script.pages, [2, 25]);
+    for (const [id, pages] of [[pdf, 2], [text, 25]] as const) {
+      const [row] = await stack.db.sql<{ data: any; at: Date }[]>`select data, created_at as at from docpipe.events where stream_id = ${id} and type = 'ParseSubmitted'`;
+      const seconds = (Date.parse(row!.data.deadline) - row!.at.getTime()) / 1000;
+      assert.ok(Math.abs(seconds - (1800 + 60 * pages)) < 5, `deadline ${seconds} s after submission for ${pages} pages`);
+    }
+  });
+
+  test('a PDF over PDF_MAX_PAGES fails before it is sent (the provider would bill every page); an unreadable one is estimated and sent', async () => {
+    const script: Script = { status: () => pending('x'), submits: 0, pages: [] };
+    const limits = { ...DEFAULT_PARSER_LIMITS, pdfMaxPages: 1 };
+    const deps: PipelineDeps = { ...depsWith(scriptedParser(script)), pages: createPageCounter((bytes) => countPdfPages(bytes, limits), limits) };
+    const tooLong = await submitDocument(deps, await readFile(new URL('../fixtures/sample.pdf', import.meta.url)), 'application/pdf', 'sample.pdf');
+    assert.equal(script.submits, 0);
+    const failed = await statusOf(tooLong);
+    assert.deepEqual([failed.status, failed.error_code], ['failed', 'DOCUMENT_LIMIT_EXCEEDED']);
+    assert.match(failed.error_message!, /PDF has 2 pages; the limit is 1 pages? \(PDF_MAX_PAGES raises it\)/);
+    await submitDocument(deps, Buffer.from('%PDF-1.7 not really a pdf'), 'application/pdf', 'broken.pdf');
+    assert.equal(script.submits, 1, 'a PDF the local reader cannot open still goes to the provider');
+    assert.deepEqual(script.pages, [1]);
+  });
 });
 
 describe('runParseStage with a remote parser', () => {
   test('a submission that answers SUCCESS at once (a cache hit) is checked at once, not after the webhook grace', async () => {
     const parser = scriptedParser({ status: () => pending('x'), submits: 0 });
-    const deps: PipelineDeps = { ...depsWith({ ...parser, submit: async () => ({ jobId: randomUUID(), status: 'SUCCESS' as const }) }), remoteParse: { webhookBaseUrl: 'https://hooks.example.com', webhookSecret: 'w'.repeat(32), pollAfterSeconds: 600, deadlineMinutes: 45 } };
+    const deps: PipelineDeps = { ...depsWith({ ...parser, submit: async () => ({ jobId: randomUUID(), status: 'SUCCESS' as const }) }), remoteParse: { webhookBaseUrl: 'https://hooks.example.com', webhookSecret: 'w'.repeat(32), pollAfterSeconds: 600 } };
     const id = randomUUID();
     const key = `documents/${id}/original`;
     const stored = await stack.runtime.providers.storage.put(key, Readable.from([Buffer.from('hello')]));

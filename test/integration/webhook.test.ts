@@ -1,6 +1,7 @@
 // The webhook service over real HTTP and a real Postgres: authentication (per-document
-// credential, LC-Signature), both payload forms, de-duplication by event id in the append's
-// transaction, unknown documents, stale jobs, and what each answer leaves in the event log.
+// credential, LC-Signature), both payload encodings (object and JSON string), de-duplication by
+// event id in the append's transaction, unknown documents, stale jobs, and what each answer
+// leaves in the event log.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
@@ -162,17 +163,15 @@ describe('POST /v1/webhooks/llamaparse/:documentId', () => {
     assert.deepEqual([res.status, res.json.outcome], [200, 'appended']);
   });
 
-  test('the legacy v1 result payload, authenticated by ?token=, stands for the current job', async () => {
+  test('the v1 result payload and a ?token= credential are refused: v2 sends neither', async () => {
     const { id, jobId } = await parsingDocument();
     const legacy = { txt: 'hello', md: '# hello', json: [{ page: 1, text: 'hello', md: '# hello' }], images: [] };
     const token = webhookCredential(SECRET, 'llamaparse', id, 1);
-    const res = await send(id, legacy, { token: null, query: `?token=${token}` });
-    assert.deepEqual([res.status, res.json.outcome], [200, 'appended']);
-    const [event] = await stack.db.sql<{ data: any }[]>`select data from docpipe.events where stream_id = ${id} and type = 'ParserCallbackReceived'`;
-    assert.equal(event!.data.providerJobId, jobId);
-    assert.equal(event!.data.eventType, 'legacy.result');
-    // The same body again is a duplicate (its hash identifies it).
-    assert.equal((await send(id, legacy, { token: null, query: `?token=${token}` })).json.outcome, 'duplicate');
+    const asV1 = await send(id, legacy);
+    assert.deepEqual([asV1.status, asV1.json.error.code], [400, 'INVALID_WEBHOOK_PAYLOAD']);
+    const inQuery = await send(id, eventBody(jobId), { token: null, query: `?token=${token}` });
+    assert.deepEqual([inQuery.status, inQuery.json.error.code], [401, 'WEBHOOK_UNAUTHORIZED']);
+    assert.equal((await eventTypes(id)).length, 3, 'nothing appended');
   });
 
   test("a delivery that beats the worker's ParseSubmitted answers 409, and its redelivery appends", async () => {

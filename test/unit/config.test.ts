@@ -254,8 +254,8 @@ describe('provider selection', () => {
     });
     assert.deepEqual(config.storage, { kind: 'supabase', url: 'https://ref.supabase.co', serviceKey: 'service-key', bucket: 'documents', timeoutSeconds: 120 });
     assert.equal(config.parser.kind, 'llamaparse');
-    assert.equal(config.parser.kind === 'llamaparse' && config.parser.deadlineMinutes, 45);
-    assert.equal(config.parser.kind === 'llamaparse' && config.parser.projectId, 'p1');
+    assert.ok(config.parser.kind === 'llamaparse');
+    assert.deepEqual([config.parser.tier, config.parser.version, config.parser.jobTimeout, config.parser.projectId], ['cost_effective', 'latest', { baseSeconds: 1800, perPageSeconds: 60 }, 'p1']);
     assert.deepEqual(config.embedder, {
       kind: 'openai',
       dimensions: 1536,
@@ -269,5 +269,21 @@ describe('provider selection', () => {
     });
     assert.equal(config.webhook.publicUrl, 'https://docpipe-webhook.fly.dev');
     assert.equal(config.uploads.publicApiUrl, 'http://127.0.0.1:3000');
+  });
+
+  test('LlamaParse tier, version and job time limits are checked', () => {
+    const base = { DOCPIPE_PARSER: 'llamaparse', LLAMAPARSE_API_KEY: 'llx-key' };
+    const pinned = loadConfig({ ...base, LLAMAPARSE_TIER: 'agentic', LLAMAPARSE_VERSION: '2026-09-07', LLAMAPARSE_WEBHOOK_SIGNING_SECRET: 'whsec' });
+    assert.ok(pinned.parser.kind === 'llamaparse');
+    assert.deepEqual([pinned.parser.tier, pinned.parser.version, pinned.parser.webhookSigningSecret], ['agentic', '2026-09-07', 'whsec']);
+    for (const [name, value, message] of [
+      ['LLAMAPARSE_TIER', 'premium', /LLAMAPARSE_TIER: must be one of fast, cost_effective, agentic, agentic_plus/],
+      ['LLAMAPARSE_VERSION', '2026-13-45', /LLAMAPARSE_VERSION: must be latest or a date/],
+      ['LLAMAPARSE_VERSION', 'v2', /LLAMAPARSE_VERSION: must be latest or a date/],
+      ['LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS', '3600', /LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS: must be between 60 and 1800/],
+      ['LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS', '301', /LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS: must be between 0 and 300/],
+    ] as const) {
+      assert.throws(() => loadConfig({ ...base, [name]: value }), (err: Error) => (assert.match(err.message, message), true), `${name}=${value}`);
+    }
   });
 });

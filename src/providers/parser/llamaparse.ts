@@ -1,14 +1,22 @@
-// LlamaParse (LlamaCloud) parser: uploads the document as a remote job, then reports its
-// status and fetches its markdown. It speaks the v1 REST API directly with fetch (no SDK) so
-// every request goes through one place that times it, counts it, retries what is transient
-// and classifies what is not. Completion normally arrives by webhook (configured per upload);
-// the pipeline polls `status()` as a fallback because deliveries can be lost.
+// LlamaParse (LlamaCloud) parser, v2 API, through the official SDK (@llamaindex/llama-cloud):
+// the document goes up as a remote job with one configuration (tier, version, webhooks, time
+// limits), then `status()` reads the job and `result()` fetches its pages. Completion normally
+// arrives by webhook; the pipeline polls `status()` as a backstop because deliveries can be lost.
 //
-// Error policy: 401/403 and refused requests are permanent ProviderErrors (retrying cannot
-// help and must not hammer the API with a bad key); 429, 5xx, network errors and timeouts are
-// retried here a few times, honouring Retry-After, and then surface as non-permanent
-// ProviderErrors so the job queue retries later.
-import { setTimeout as sleep } from 'node:timers/promises';
+// The SDK brings the HTTP client, the multipart upload, timeouts, retries and typed errors. What
+// docpipe adds around it, in one place (`instrumentedFetch` and `toProviderError`):
+// - every HTTP attempt is timed and counted (docpipe_provider_requests_total, _duration_seconds);
+// - the SDK honours any Retry-After however long: a longer pause than MAX_RETRY_WAIT is not slept
+//   in the worker but handed to the job queue (the answer is marked `x-should-retry: false`, the
+//   SDK's own switch, and the error carries retryAfterMs);
+// - SDK errors become ProviderErrors: 401/402/403/400/422 permanent (retrying cannot help and
+//   must not hammer the API with a bad key), 404 a missing job, 408/409/429/5xx and network
+//   errors transient, after the SDK's retries.
+//
+// v2 has no partial status: a job is COMPLETED with some pages `success: false` (and FAILED when
+// more than the configured share of pages failed). `result()` reads the pages, so it can say which
+// pages failed; the document then ends ready with a PARTIAL_SUCCESS warning.
+import LlamaCloud, { APIConnectionError, APIConnectionTimeoutError, APIError, toFile } from '@llamaindex/llama-cloud';
 import { providerRequestDuration, providerRequests } from '../../observability/metrics.ts';
 import {
   ProviderError,
@@ -19,6 +27,12 @@ import {
   type ProviderJobStatus,
   type SubmitInput,
 } from '../types.ts';
+import { PAGE_SEPARATOR } from './shared.ts';
+
+export const LLAMAPARSE_TIERS = ['fast', 'cost_effective', 'agentic', 'agentic_plus'] as const;
+export type LlamaParseTier = (typeof LLAMAPARSE_TIERS)[number];
+/** Credits per page of each tier (LlamaCloud's published prices; a cache hit costs 0). */
+export const LLAMAPARSE_CREDITS_PER_PAGE: Record<LlamaParseTier, number> = { fast: 1, cost_effective: 3, agentic: 10, agentic_plus: 45 };
 
 export interface LlamaParseOptions {
   apiKey: string;
@@ -26,144 +40,137 @@ export interface LlamaParseOptions {
   baseUrl: string;
   organizationId?: string;
   projectId?: string;
-  /** The `parse_mode` form field; unset: the account default. */
-  parseMode?: string;
+  tier: LlamaParseTier;
+  /** `latest` or a dated version such as 2026-09-07 (pin one in production: output cannot then change silently). */
+  version: string;
   /** Timeout of one HTTP request, the upload included. */
   timeoutSeconds: number;
-  /** Requests per call, the first included, before a transient failure is given up. Default 4. */
-  maxAttempts?: number;
-  /** Longest in-process wait between attempts. Default 60000. */
+  /** Retries of a transient failure by the SDK, after the first request. Default 3. */
+  maxRetries?: number;
+  /** Longest Retry-After slept in-process; a longer one goes back to the job queue. Default 60000. */
   maxRetryWaitMs?: number;
+  /** LLAMAPARSE_WEBHOOK_SIGNING_SECRET: sent as each webhook configuration's webhook_signing_secret. */
+  webhookSigningSecret?: string;
+  /** processing_control.timeouts sent with every job; LlamaCloud fails a job that runs longer. */
+  jobTimeout: { baseSeconds: number; perPageSeconds: number };
 }
 
 /** The events whose delivery means the job is over: the pipeline needs no others. */
 export const LLAMAPARSE_WEBHOOK_EVENTS = ['parse.success', 'parse.error', 'parse.partial_success', 'parse.cancelled'] as const;
 
-/** The separator LlamaParse puts between pages of the markdown result. */
-const PAGE_BREAK = '\n---\n';
-
-const TERMINAL_STATUSES: ReadonlySet<string> = new Set(['SUCCESS', 'ERROR', 'PARTIAL_SUCCESS', 'CANCELLED']);
 /**
- * Statuses that mean "not finished yet". The documented API answers only PENDING, but the
- * webhook events (parse.pending, parse.running) and newer API versions use these names too;
- * anything else is a response we do not understand and must not mistake for progress.
+ * After LlamaCloud's own time limit, how long docpipe still waits before it gives up on a job:
+ * the last webhook's retries (1 s, 2 s, 4 s, each up to 30 s) or the next poll (at most 60 s).
  */
-const NON_TERMINAL_STATUSES: ReadonlySet<string> = new Set(['PENDING', 'RUNNING', 'QUEUED', 'IN_PROGRESS']);
-
-const BASE_BACKOFF_MS = 500;
+const DEADLINE_GRACE_SECONDS = 5 * 60;
+const DEFAULT_MAX_RETRY_WAIT_MS = 60_000;
 
 type Operation = 'upload' | 'status' | 'result';
 type Outcome = 'ok' | 'rate_limited' | 'server_error' | 'client_error' | 'network_error';
 
-export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser {
-  const maxAttempts = Math.max(1, options.maxAttempts ?? 4);
-  const maxRetryWaitMs = Math.max(0, options.maxRetryWaitMs ?? 60_000);
-  const timeoutMs = options.timeoutSeconds * 1000;
-  const baseUrl = options.baseUrl.replace(/\/+$/, '');
+/** A failure reason such as PDF_IS_PROTECTED: v2 puts it inside error_message, not in a field. */
+const REASON_CODE = /\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b/;
 
-  function urlFor(path: string): string {
-    const url = new URL(baseUrl + path);
-    if (options.organizationId) url.searchParams.set('organization_id', options.organizationId);
-    if (options.projectId) url.searchParams.set('project_id', options.projectId);
-    return url.toString();
-  }
+export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser {
+  const maxRetryWaitMs = Math.max(0, options.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS);
+  // Only the ids that are set: the SDK would send a null one as an empty query parameter.
+  const scope = {
+    ...(options.organizationId ? { organization_id: options.organizationId } : {}),
+    ...(options.projectId ? { project_id: options.projectId } : {}),
+  };
+
+  /** Times and counts each HTTP attempt (the SDK's retries included), and caps Retry-After. */
+  const instrumentedFetch: typeof fetch = async (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+    const operation: Operation = method === 'POST' ? 'upload' : url.searchParams.has('expand') ? 'result' : 'status';
+    const endTimer = providerRequestDuration.startTimer({ provider: 'llamaparse', operation });
+    const count = (outcome: Outcome) => {
+      endTimer();
+      providerRequests.inc({ provider: 'llamaparse', operation, outcome });
+    };
+    let response: Response;
+    try {
+      response = await fetch(input, init);
+    } catch (err) {
+      count('network_error');
+      throw err;
+    }
+    const { status } = response;
+    count(status < 400 ? 'ok' : status === 429 ? 'rate_limited' : status >= 500 ? 'server_error' : 'client_error');
+    const retryAfterMs = parseRetryAfter(response.headers);
+    if (retryAfterMs !== undefined && retryAfterMs > maxRetryWaitMs && (status === 429 || status >= 500)) {
+      const headers = new Headers(response.headers);
+      headers.set('x-should-retry', 'false');
+      return new Response(response.body, { status, statusText: response.statusText, headers });
+    }
+    return response;
+  };
+
+  const client = new LlamaCloud({
+    apiKey: options.apiKey,
+    baseURL: options.baseUrl.replace(/\/+$/, ''),
+    // The SDK's default is 5 in code (2 in its README): say it.
+    maxRetries: options.maxRetries ?? 3,
+    timeout: options.timeoutSeconds * 1000,
+    fetch: instrumentedFetch,
+    // The SDK logs warnings to the console by default; docpipe's own logs carry the errors.
+    logLevel: 'off',
+  });
 
   /** The key must never reach a log line through an error message, whatever echoes it. */
-  function redact(text: string): string {
-    return options.apiKey ? text.split(options.apiKey).join('[redacted]') : text;
-  }
+  const redact = (text: string) => (options.apiKey ? text.split(options.apiKey).join('[redacted]') : text);
 
-  /**
-   * One API call with the retry policy. `body` is a factory because a request body cannot
-   * be sent twice. Returns the parsed JSON of a 2xx answer.
-   */
-  async function call(operation: Operation, method: 'GET' | 'POST', path: string, body?: () => FormData): Promise<unknown> {
-    const url = urlFor(path);
-    for (let attempt = 1; ; attempt++) {
-      const endTimer = providerRequestDuration.startTimer({ provider: 'llamaparse', operation });
-      const count = (outcome: Outcome) => {
-        endTimer();
-        providerRequests.inc({ provider: 'llamaparse', operation, outcome });
-      };
-
-      let response: Response;
-      let text: string;
-      try {
-        // The timeout covers the body too: a server that stalls mid-answer is a timeout.
-        const signal = AbortSignal.timeout(timeoutMs);
-        response = await fetch(url, {
-          method,
-          headers: { authorization: `Bearer ${options.apiKey}`, accept: 'application/json' },
-          body: body?.(),
-          signal,
-        });
-        text = await response.text();
-      } catch (err) {
-        count('network_error');
-        const reason = isTimeout(err) ? `timed out after ${options.timeoutSeconds} s` : `failed: ${describeNetworkError(err)}`;
-        const message = redact(`LlamaParse ${operation} request ${reason}`);
-        // Retrying an upload whose answer was lost may leave an orphan job at LlamaCloud
-        // (its webhook names a job id nobody knows, and is ignored); losing the document
-        // would be worse.
-        if (attempt >= maxAttempts) {
-          throw new ProviderError('PARSER_UNAVAILABLE', `${message} (${attempt} attempts)`, false, {}, { cause: err });
-        }
-        await sleep(Math.min(backoffMs(attempt), maxRetryWaitMs));
-        continue;
-      }
-
-      const { status } = response;
-      if (status >= 200 && status < 300) {
-        count('ok');
-        try {
-          return JSON.parse(text) as unknown;
-        } catch {
-          throw badResponse(operation, `a non-JSON body (HTTP ${status})`);
-        }
-      }
-
-      const transient = status === 429 || status === 408 || status >= 500;
-      count(status === 429 ? 'rate_limited' : status >= 500 ? 'server_error' : 'client_error');
-
-      if (status === 401) {
-        throw new ProviderError('PARSER_AUTH_FAILED', 'LlamaParse rejected the API key (HTTP 401): check LLAMAPARSE_API_KEY', true, { status });
-      }
-      if (status === 403) {
-        throw new ProviderError(
+  function toProviderError(operation: Operation, err: unknown): ProviderError {
+    if (err instanceof ProviderError) return err;
+    if (err instanceof APIConnectionTimeoutError) {
+      return new ProviderError('PARSER_UNAVAILABLE', `LlamaParse ${operation} request timed out after ${options.timeoutSeconds} s`, false, {}, { cause: err });
+    }
+    if (err instanceof APIConnectionError) {
+      return new ProviderError('PARSER_UNAVAILABLE', redact(`LlamaParse ${operation} request failed: ${describeNetworkError(err)}`), false, {}, { cause: err });
+    }
+    if (!(err instanceof APIError) || err.status === undefined) {
+      return new ProviderError('PARSER_BAD_RESPONSE', redact(`LlamaParse ${operation} failed: ${(err as Error)?.message ?? String(err)}`), false, {}, { cause: err });
+    }
+    const status = err.status;
+    const detail = describeDetail(err.error);
+    switch (true) {
+      case status === 401:
+        return new ProviderError('PARSER_AUTH_FAILED', 'LlamaParse rejected the API key (HTTP 401): check LLAMAPARSE_API_KEY and that LLAMAPARSE_BASE_URL is its region', true, { status });
+      case status === 402:
+        return new ProviderError('PARSER_QUOTA_EXCEEDED', redact(`LlamaParse refused the job: credits or quota exhausted (HTTP 402)${detail ? `: ${detail}` : ''}`), true, { status });
+      case status === 403:
+        return new ProviderError(
           'PARSER_FORBIDDEN',
           'LlamaParse refused access (HTTP 403): the API key has no access to this organization or project; check LLAMAPARSE_ORGANIZATION_ID / LLAMAPARSE_PROJECT_ID',
           true,
           { status },
         );
-      }
-      if (status === 404 && operation !== 'upload') {
-        throw new ProviderError('PARSER_JOB_NOT_FOUND', `LlamaParse has no such job (HTTP 404 for ${path})`, true, { status });
-      }
-      if (!transient) {
-        // A 404 on upload means the endpoint itself is missing, not the document's fault.
-        const detail = status === 404 ? 'no such endpoint, check LLAMAPARSE_BASE_URL' : describeDetail(text);
-        throw new ProviderError(
-          'PARSER_REJECTED',
-          redact(`LlamaParse refused the ${operation} request (HTTP ${status})${detail ? `: ${detail}` : ''}`),
-          true,
-          { status },
+      case status === 404 && operation !== 'upload':
+        return new ProviderError('PARSER_JOB_NOT_FOUND', redact(`LlamaParse has no such job (HTTP 404)${detail ? `: ${detail}` : ''}; results expire after 48 hours`), true, { status });
+      case status === 429 || status === 408 || status === 409 || status >= 500: {
+        const retryAfterMs = err.headers ? parseRetryAfter(err.headers) : undefined;
+        return new ProviderError(
+          status === 429 ? 'PARSER_RATE_LIMITED' : 'PARSER_UNAVAILABLE',
+          redact(`LlamaParse ${operation} request answered HTTP ${status}${retryAfterMs !== undefined && retryAfterMs > maxRetryWaitMs ? ` and asked to retry after ${Math.ceil(retryAfterMs / 1000)} s` : ' (retries exhausted)'}`),
+          false,
+          { status, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) },
+          { cause: err },
         );
       }
-
-      const retryAfterMs = parseRetryAfter(response.headers);
-      const code = status === 429 ? 'PARSER_RATE_LIMITED' : 'PARSER_UNAVAILABLE';
-      const giveUp = (why: string) =>
-        new ProviderError(code, `LlamaParse ${operation} request answered HTTP ${status} ${why}`, false, {
-          status,
-          ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-        });
-      if (attempt >= maxAttempts) throw giveUp(`(${attempt} attempts)`);
-      // A server asking for a longer pause than we may sleep here gets it from the job queue
-      // (retryAfterMs travels with the error) rather than an early retry it would refuse.
-      if (retryAfterMs !== undefined && retryAfterMs > maxRetryWaitMs) {
-        throw giveUp(`and asked to retry after ${Math.ceil(retryAfterMs / 1000)} s`);
+      default: {
+        // A 404 on upload means the endpoint itself is missing, not the document's fault.
+        const why = status === 404 ? 'no such endpoint, check LLAMAPARSE_BASE_URL' : detail;
+        return new ProviderError('PARSER_REJECTED', redact(`LlamaParse refused the ${operation} request (HTTP ${status})${why ? `: ${why}` : ''}`), true, { status });
       }
-      await sleep(retryAfterMs ?? Math.min(backoffMs(attempt), maxRetryWaitMs));
+    }
+  }
+
+  async function call<T>(operation: Operation, request: () => Promise<T>): Promise<T> {
+    try {
+      return await request();
+    } catch (err) {
+      throw toProviderError(operation, err);
     }
   }
 
@@ -171,69 +178,100 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
     kind: 'llamaparse',
     mode: 'async',
 
+    timeLimitSeconds(pages: number): number {
+      return options.jobTimeout.baseSeconds + options.jobTimeout.perPageSeconds * Math.max(1, pages) + DEADLINE_GRACE_SECONDS;
+    },
+
     async submit({ bytes, fileName, mediaType, webhook }: SubmitInput): Promise<{ jobId: string; status: ProviderJobStatus }> {
-      // One Blob (one copy of the bytes) shared by every attempt. The cast only narrows
-      // Buffer's ArrayBufferLike to what the DOM typings of BlobPart accept.
-      const file = new Blob([bytes as Uint8Array<ArrayBuffer>], { type: mediaType });
-      const form = () => {
-        const data = new FormData();
-        data.append('file', file, fileName);
-        if (options.parseMode) data.append('parse_mode', options.parseMode);
-        if (webhook) {
-          data.append(
-            'webhook_configurations',
-            JSON.stringify([
-              {
-                webhook_url: webhook.url,
-                webhook_events: LLAMAPARSE_WEBHOOK_EVENTS,
-                webhook_headers: webhook.headers,
-                // The default, "string", delivers the payload as a JSON-encoded string.
-                webhook_output_format: 'json',
-              },
-            ]),
-          );
-        }
-        return data;
-      };
-      const body = await call('upload', 'POST', '/api/v1/parsing/upload', form);
-      const id = field(body, 'id');
-      if (typeof id !== 'string' || id === '') throw badResponse('upload', 'no job id');
-      // A cache hit can answer SUCCESS at once (and then send no webhook at all).
-      const status = field(body, 'status');
-      return { jobId: id, status: typeof status === 'string' && TERMINAL_STATUSES.has(status) ? (status as ProviderJobStatus) : 'PENDING' };
+      const job = await call('upload', async () =>
+        client.parsing.create({
+          ...scope,
+          tier: options.tier,
+          version: options.version,
+          // toFile wraps the Buffer without copying; the SDK builds one multipart body from it.
+          upload_file: await toFile(bytes, fileName, { type: mediaType }),
+          processing_control: {
+            timeouts: { base_in_seconds: options.jobTimeout.baseSeconds, extra_time_per_page_in_seconds: options.jobTimeout.perPageSeconds },
+          },
+          ...(webhook
+            ? {
+                webhook_configurations: [
+                  {
+                    webhook_url: webhook.url,
+                    webhook_events: [...LLAMAPARSE_WEBHOOK_EVENTS],
+                    webhook_headers: webhook.headers,
+                    // The default, "string", delivers the payload as a JSON-encoded string.
+                    webhook_output_format: 'json',
+                    ...(options.webhookSigningSecret ? { webhook_signing_secret: options.webhookSigningSecret } : {}),
+                  },
+                ],
+              }
+            : {}),
+        }),
+      );
+      if (typeof job?.id !== 'string' || job.id === '') throw badResponse('upload', 'no job id');
+      // A cache hit can answer COMPLETED at once (and then send no webhook at all).
+      return { jobId: job.id, status: mapStatus('upload', job.status) };
     },
 
     async status(jobId: string): Promise<ProviderJob> {
-      const body = await call('status', 'GET', `/api/v1/parsing/job/${encodeURIComponent(jobId)}`);
-      const status = field(body, 'status');
-      if (typeof status !== 'string' || (!TERMINAL_STATUSES.has(status) && !NON_TERMINAL_STATUSES.has(status))) {
-        throw badResponse('status', `an unknown job status ${JSON.stringify(status)}`);
-      }
-      const id = field(body, 'id');
+      const body = await call('status', () => client.parsing.get(jobId, { ...scope }));
+      const job = body?.job;
+      const status = mapStatus('status', job?.status);
+      const message = typeof job?.error_message === 'string' && job.error_message !== '' ? job.error_message : null;
       return {
-        id: typeof id === 'string' && id !== '' ? id : jobId,
-        status: (TERMINAL_STATUSES.has(status) ? status : 'PENDING') as ProviderJobStatus,
-        errorCode: stringOrNull(field(body, 'error_code')),
-        errorMessage: stringOrNull(field(body, 'error_message')),
+        id: typeof job?.id === 'string' && job.id !== '' ? job.id : jobId,
+        status,
+        errorCode: status === 'ERROR' || status === 'CANCELLED' ? (message?.match(REASON_CODE)?.[0] ?? null) : null,
+        errorMessage: message,
       };
     },
 
     async result(jobId: string): Promise<ParsedDocument> {
-      const body = await call('result', 'GET', `/api/v1/parsing/job/${encodeURIComponent(jobId)}/result/markdown`);
-      const markdown = field(body, 'markdown');
-      if (typeof markdown !== 'string') throw badResponse('result', 'no markdown');
+      // Per-page content, not markdown_full: only the pages say which ones failed (v2 has no
+      // partial status), and they carry the page count. Fast-tier jobs have no markdown (LlamaCloud
+      // answers 400), only text.
+      const fast = options.tier === 'fast';
+      const body = await call('result', () => client.parsing.get(jobId, { ...scope, expand: [fast ? 'text' : 'markdown'] }));
+      const pages = fast ? body?.text?.pages : body?.markdown?.pages;
+      if (!Array.isArray(pages)) throw badResponse('result', `no ${fast ? 'text' : 'markdown'} pages`);
+      const texts: string[] = [];
+      const failed: string[] = [];
+      for (const page of [...pages].sort((a, b) => a.page_number - b.page_number)) {
+        if ('success' in page && page.success === false) failed.push(`page ${page.page_number}: ${page.error}`);
+        else if ('markdown' in page && typeof page.markdown === 'string') texts.push(page.markdown.trim());
+        else if ('text' in page && typeof page.text === 'string') texts.push(page.text.trim());
+        else throw badResponse('result', `a page without content (page ${page.page_number})`);
+      }
+      const markdown = texts.filter((t) => t !== '').join(PAGE_SEPARATOR);
       // Same rule as the local parser: a document without text cannot be chunked or embedded.
-      if (markdown.trim() === '') throw new UnparseableDocumentError('LlamaParse found no text in the document');
-      const jobPages = field(field(body, 'job_metadata'), 'job_pages');
-      const pages =
-        typeof jobPages === 'number' && Number.isSafeInteger(jobPages) && jobPages > 0 ? jobPages : markdown.split(PAGE_BREAK).length;
-      return { markdown, pages };
+      if (markdown === '') throw new UnparseableDocumentError('LlamaParse found no text in the document');
+      return {
+        markdown,
+        pages: pages.length,
+        ...(failed.length > 0
+          ? { warning: { code: 'PARTIAL_SUCCESS', message: `${failed.length} of ${pages.length} pages could not be parsed: ${failed.slice(0, 5).join('; ')}${failed.length > 5 ? '; ...' : ''}`.slice(0, 1000) } }
+          : {}),
+      };
     },
   };
 }
 
-function backoffMs(attempt: number): number {
-  return BASE_BACKOFF_MS * 2 ** (attempt - 1);
+/** v2's statuses in docpipe's vocabulary; anything else is an answer we must not mistake for progress. */
+function mapStatus(operation: Operation, status: unknown): ProviderJobStatus {
+  switch (status) {
+    case 'PENDING':
+    case 'RUNNING':
+      return 'PENDING';
+    case 'COMPLETED':
+      return 'SUCCESS';
+    case 'FAILED':
+      return 'ERROR';
+    case 'CANCELLED':
+      return 'CANCELLED';
+    default:
+      throw badResponse(operation, `an unknown job status ${JSON.stringify(status)}`);
+  }
 }
 
 /** `retry-after-ms` (OpenAI-style, milliseconds) or `Retry-After` in seconds or as an HTTP date. */
@@ -251,53 +289,32 @@ export function parseRetryAfter(headers: Headers, now = Date.now()): number | un
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-function field(value: unknown, name: string): unknown {
-  return typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[name] : undefined;
-}
-
-function stringOrNull(value: unknown): string | null {
-  return typeof value === 'string' && value !== '' ? value : null;
-}
-
 /** An answer we cannot use: likely a proxy or an API change, so retrying later may help. */
 function badResponse(operation: Operation, what: string): ProviderError {
   return new ProviderError('PARSER_BAD_RESPONSE', `LlamaParse ${operation} response had ${what}`, false);
 }
 
-/** FastAPI errors: `{"detail": "text"}` or, for validation, `{"detail": [{"loc": [...], "msg": "..."}]}`. */
-function describeDetail(text: string): string {
-  let detail: unknown;
-  try {
-    detail = field(JSON.parse(text), 'detail');
-  } catch {
-    return text.trim().slice(0, 300);
-  }
+/** FastAPI errors: `{"detail": "text"}` or, for validation (422), `{"detail": [{"loc": [...], "msg": "..."}]}`. */
+export function describeDetail(body: unknown): string {
+  const detail = typeof body === 'object' && body !== null ? (body as { detail?: unknown }).detail : body;
   if (typeof detail === 'string') return detail.slice(0, 500);
   if (Array.isArray(detail)) {
     return detail
-      .map((item) => {
-        const msg = field(item, 'msg');
-        const loc = field(item, 'loc');
-        return typeof msg === 'string' ? (Array.isArray(loc) ? `${loc.join('.')}: ${msg}` : msg) : JSON.stringify(item);
-      })
+      .map((item: { msg?: unknown; loc?: unknown }) =>
+        typeof item?.msg === 'string' ? (Array.isArray(item.loc) ? `${item.loc.join('.')}: ${item.msg}` : item.msg) : JSON.stringify(item),
+      )
       .join('; ')
       .slice(0, 500);
   }
-  return detail === undefined ? text.trim().slice(0, 300) : JSON.stringify(detail).slice(0, 500);
+  return detail === undefined || detail === null ? '' : JSON.stringify(detail).slice(0, 500);
 }
 
-function isTimeout(err: unknown): boolean {
-  const name = (err as { name?: string } | null)?.name;
-  return name === 'TimeoutError' || name === 'AbortError';
-}
-
-/** fetch says only "fetch failed"; the reason (ECONNREFUSED, ENOTFOUND...) is in the cause. */
-function describeNetworkError(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  const cause = (err as { cause?: unknown } | null)?.cause;
-  if (cause instanceof Error) {
+/** The SDK says "Connection error."; the reason (ECONNREFUSED, ENOTFOUND...) is in the causes. */
+function describeNetworkError(err: Error): string {
+  const reasons: string[] = [err.message];
+  for (let cause = (err as { cause?: unknown }).cause, depth = 0; cause instanceof Error && depth < 3; cause = (cause as { cause?: unknown }).cause, depth++) {
     const code = (cause as { code?: string }).code;
-    return `${message} (${code ? `${code}: ` : ''}${cause.message})`;
+    reasons.push(`${code ? `${code}: ` : ''}${cause.message}`);
   }
-  return message;
+  return reasons.join(' <- ');
 }

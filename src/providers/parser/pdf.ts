@@ -10,6 +10,26 @@ import { formatCount, limitExceeded, normaliseNewlines, PAGE_SEPARATOR } from '.
 type PdfDocument = Awaited<ReturnType<typeof getDocumentProxy>>;
 
 export async function parsePdf(bytes: Uint8Array, limits: ParserLimits): Promise<ParsedDocument> {
+  return withPdf(bytes, limits, async (pdf) => {
+    const pages: string[] = [];
+    for (let n = 1; n <= pdf.numPages; n++) pages.push(normaliseNewlines(await pageText(pdf, n)).trim());
+    if (pages.every((page) => page === '')) {
+      throw new UnparseableDocumentError('PDF has no extractable text (scanned image?)');
+    }
+    return { markdown: pages.join(PAGE_SEPARATOR), pages: pdf.numPages };
+  });
+}
+
+/**
+ * The page count alone, from the page tree, under the same limits and without extracting a
+ * page: what a remote parser will bill and how long it may take.
+ */
+export async function countPdfPages(bytes: Uint8Array, limits: ParserLimits): Promise<number> {
+  return withPdf(bytes, limits, async (pdf) => pdf.numPages);
+}
+
+/** Opens the PDF with the stream limits applied and the page limit checked, runs `use`, releases it. */
+async function withPdf<T>(bytes: Uint8Array, limits: ParserLimits, use: (pdf: PdfDocument) => Promise<T>): Promise<T> {
   const { data } = await preparePdfBytes(bytes, limits);
   let pdf: PdfDocument;
   try {
@@ -31,12 +51,7 @@ export async function parsePdf(bytes: Uint8Array, limits: ParserLimits): Promise
     if (pdf.numPages > limits.pdfMaxPages) {
       throw limitExceeded('PDF_MAX_PAGES', `PDF has ${formatCount(pdf.numPages)} pages`, `${formatCount(limits.pdfMaxPages)} pages`);
     }
-    const pages: string[] = [];
-    for (let n = 1; n <= pdf.numPages; n++) pages.push(normaliseNewlines(await pageText(pdf, n)).trim());
-    if (pages.every((page) => page === '')) {
-      throw new UnparseableDocumentError('PDF has no extractable text (scanned image?)');
-    }
-    return { markdown: pages.join(PAGE_SEPARATOR), pages: pdf.numPages };
+    return await use(pdf);
   } finally {
     await pdf.destroy().catch(() => undefined);
   }

@@ -1,9 +1,11 @@
-// The sandbox child's entry (pool.ts forks it): runs the local parser and the chunker on the
-// bytes it is sent, one task at a time, and answers with the result or the error it caught.
+// The sandbox child's entry (pool.ts forks it): runs the local parser, the chunker and the PDF
+// page count on the bytes it is sent, one task at a time, and answers with the result or the
+// error it caught.
 // It never touches the network, the database or storage, and has an empty environment.
 import './child-signals.ts';
 import { chunkMarkdown } from '../chunker.ts';
 import { createLocalParser } from '../parser/local.ts';
+import { countPdfPages } from '../parser/pdf.ts';
 import type { ParserLimits, SyncParser } from '../types.ts';
 import type { SandboxReply, SandboxRequest } from './pool.ts';
 import { serializeError, type SandboxTask } from './tasks.ts';
@@ -27,6 +29,8 @@ async function run(task: SandboxTask): Promise<unknown> {
       return parserFor(task.limits).parse(Buffer.from(task.bytes.buffer, task.bytes.byteOffset, task.bytes.byteLength), task.mediaType);
     case 'chunk':
       return chunkMarkdown(utf8.decode(task.markdown), task.options);
+    case 'pdf-pages':
+      return countPdfPages(task.bytes, task.limits);
   }
 }
 

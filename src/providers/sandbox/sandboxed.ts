@@ -1,5 +1,6 @@
-// The local parser and the chunker as the worker uses them: each call is a task in the sandbox
+// The local parser, the chunker and the PDF page count as the worker uses them: each call is a task in the sandbox
 // (pool.ts), so a hostile document costs a child process, never the worker.
+import { createPageCounter, type PageCounter } from '../parser/pages.ts';
 import type { Chunk, ChunkOptions, Chunker, MediaType, ParsedDocument, ParserLimits, SyncParser } from '../types.ts';
 import { SandboxTaskError, type RunOptions, type Sandbox } from './pool.ts';
 import { rebuildError, type SandboxTask } from './tasks.ts';
@@ -27,4 +28,8 @@ export function createSandboxedChunker(sandbox: Sandbox): Chunker {
     chunk: (markdown: Uint8Array, options: ChunkOptions, runOptions?: RunOptions) =>
       runTask<Chunk[]>(sandbox, { kind: 'chunk', markdown, options }, runOptions),
   };
+}
+
+export function createSandboxedPageCounter(sandbox: Sandbox, limits: ParserLimits): PageCounter {
+  return createPageCounter((bytes, options) => runTask<number>(sandbox, { kind: 'pdf-pages', bytes, limits }, options), limits);
 }

@@ -6,7 +6,8 @@ import type { SerializedError } from './pool.ts';
 
 export type SandboxTask =
   | { kind: 'parse'; bytes: Uint8Array; mediaType: MediaType; limits: ParserLimits }
-  | { kind: 'chunk'; markdown: Uint8Array; options: ChunkOptions };
+  | { kind: 'chunk'; markdown: Uint8Array; options: ChunkOptions }
+  | { kind: 'pdf-pages'; bytes: Uint8Array; limits: ParserLimits };
 
 /** What a child sends back for an error it caught: enough to rebuild its class. */
 export function serializeError(err: unknown): SerializedError {

@@ -3,10 +3,9 @@
 // enqueues the job that fetches the result), all in one transaction. It never fetches or parses
 // here: a delivery costs a few statements, and the provider's 30 s timeout is never near.
 //
-// Payloads: the event form `{event_id, event_type, data: {id, job_id}}`, as a JSON object or
-// JSON-encoded into a string (webhook_output_format "string", the default), and the legacy v1
-// result form `{txt, md, json, images}` that names no job (the document's current job is meant;
-// its result is fetched like any other, the bytes in the body are not trusted).
+// Payload: the event `{event_id, event_type, timestamp, data: {id, job_id}}`, as a JSON object or
+// JSON-encoded into a string (webhook_output_format "string", LlamaCloud's default). It names
+// only the job: the result is fetched by the worker, never taken from a request.
 import { createHash } from 'node:crypto';
 import { countAppended, executeBatchIn, type CommandContext } from '../../documents/commands.ts';
 import type { EventMetadata } from '../../events/catalog.ts';
@@ -34,10 +33,7 @@ export interface LlamaParseWebhookOptions {
   onRejected?(request: FastifyRequest, reason: string): void;
 }
 
-type Delivery = (
-  | { kind: 'event'; eventId: string; eventType: string; jobId: string | null }
-  | { kind: 'legacy'; eventId: string; eventType: 'legacy.result'; jobId: null }
-) & {
+type Delivery = { eventId: string; eventType: string; jobId: string | null } & {
   /** A value that would be stored but that Postgres cannot hold; refused once the sender is authenticated. */
   invalidText?: HttpError;
 };
@@ -54,7 +50,7 @@ function str(value: unknown, max = 200): string | null {
   return typeof value === 'string' && value.length > 0 && value.length <= max ? value : null;
 }
 
-/** Recognises the two payload forms; anything else is a 400. */
+/** Reads an event delivery; anything else is a 400. */
 function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefined, documentId: string): Delivery {
   let payload = body;
   if (typeof payload === 'string') {
@@ -68,9 +64,8 @@ function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefi
     throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'the body must be a JSON object (or a JSON-encoded one)');
   }
   const p = payload as Record<string, unknown>;
-  // Without an event id (legacy, or a sender that leaves it out) the document and the body's
-  // hash identify the delivery (two documents with the same text are different deliveries).
-  // Hashed only then, not on every delivery.
+  // Without an event id (a sender that leaves it out) the document and the body's hash identify
+  // the delivery (two documents' identical bodies are different deliveries). Hashed only then.
   const bodyHash = () => `sha256:${createHash('sha256').update(documentId.toLowerCase()).update('\n').update(raw).digest('hex')}`;
   if (typeof p.event_type === 'string') {
     const data = (p.data ?? {}) as Record<string, unknown>;
@@ -81,15 +76,13 @@ function readDelivery(body: unknown, raw: Buffer, headerEventId: string | undefi
     const stored: [string, unknown][] = [['X-Webhook-Event-Id', headerEventId], ['event_id', p.event_id], ['event_type', eventType], ['data.job_id', data.job_id], ['data.id', data.id]];
     const bad = stored.map(([field, value]) => invalidText(field, value)).find((e) => e !== null);
     return {
-      kind: 'event',
       eventId: str(headerEventId) ?? str(p.event_id) ?? bodyHash(),
       eventType,
       jobId: str(data.job_id) ?? str(data.id),
       ...(bad ? { invalidText: bad } : {}),
     };
   }
-  if ('md' in p || 'txt' in p || 'json' in p) return { kind: 'legacy', eventId: bodyHash(), eventType: 'legacy.result', jobId: null };
-  throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'expected a LlamaParse event {event_id, event_type, data} or a legacy result {txt, md, json, images}');
+  throw new HttpError(400, 'INVALID_WEBHOOK_PAYLOAD', 'expected a LlamaParse event {event_id, event_type, data}');
 }
 
 interface PendingDelivery {
@@ -242,10 +235,10 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     throw new HttpError(401, 'WEBHOOK_UNAUTHORIZED', 'the webhook credential or signature is missing or invalid');
   }
 
-  type Route = { Params: { documentId: string }; Querystring: { token?: string } };
+  type Route = { Params: { documentId: string } };
   const tokenOf = (request: FastifyRequest<Route>) => {
     const header = request.headers[WEBHOOK_TOKEN_HEADER];
-    return (typeof header === 'string' ? header : undefined) ?? request.query.token;
+    return typeof header === 'string' ? header : undefined;
   };
 
   app.post<Route>('/v1/webhooks/llamaparse/:documentId', {
@@ -265,13 +258,14 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     const raw = request.rawBody ?? Buffer.alloc(0);
     const delivery = readDelivery(request.body, raw, request.headers['x-webhook-event-id'] as string | undefined, documentId);
 
-    // Authentication: the per-document credential (header, or ?token= for the legacy form whose
-    // URL is all we control), or LC-Signature. A signature that is present must verify.
+    // Authentication: the per-document credential (a webhook_headers entry of the job), and
+    // LC-Signature when a signing secret is configured (docpipe then sends it with every job, so
+    // every delivery carries one; a signature that is present must verify).
     const token = tokenOf(request);
     const credential = request.webhookCredential ?? null;
     const signature = request.headers['lc-signature'] as string | undefined;
     let signed = false;
-    if (options.signingSecret && (signature !== undefined || delivery.kind === 'event')) {
+    if (options.signingSecret) {
       if (signature === undefined) reject(request, documentId, 'missing_signature');
       if (!verifyLcSignature(options.signingSecret, raw, signature)) reject(request, documentId, 'bad_signature');
       signed = true;
@@ -280,7 +274,7 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     if (!UUID.test(documentId)) throw notFound();
     if (delivery.invalidText) throw delivery.invalidText;
 
-    if (delivery.kind === 'event' && !TERMINAL_EVENTS.has(delivery.eventType)) {
+    if (!TERMINAL_EVENTS.has(delivery.eventType)) {
       webhookDeliveries.inc({ provider: PROVIDER, outcome: 'ignored' });
       request.log.info({ documentId, eventType: delivery.eventType }, 'webhook ignored: not a terminal event');
       return reply.send({ outcome: 'ignored' });

@@ -46,7 +46,6 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       webhookBaseUrl: deps.config.webhook.publicUrl,
       webhookSecret: deps.config.webhook.secret,
       pollAfterSeconds: deps.config.parser.kind === 'llamaparse' ? deps.config.parser.pollAfterSeconds : 60,
-      deadlineMinutes: deps.config.parser.kind === 'llamaparse' ? deps.config.parser.deadlineMinutes : 45,
     },
   };
   const log = deps.logger.child({ service: 'worker' });
