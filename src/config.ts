@@ -229,7 +229,7 @@ export const SPEC: VarSpec[] = [
   { name: 'JWT_ISSUER', default: undefined, description: 'Required `iss` claim, e.g. https://<ref>.supabase.co/auth/v1 (unset: not checked).', parse: text },
   { name: 'MAX_UPLOAD_BYTES', default: String(50 * 1024 * 1024), description: 'Largest accepted upload; larger answers 413 FILE_TOO_LARGE.', parse: int(1, 2 ** 40) },
   { name: 'DIRECT_UPLOAD_MAX_BYTES', default: String(100 * 1024 * 1024), description: 'Largest direct-to-storage upload declared to POST /v1/uploads. The parse stage holds one original in memory per job: size workers for WORKER_CONCURRENCY times this (LlamaParse takes up to 512 MB).', parse: int(1, 2 ** 40) },
-  { name: 'UPLOAD_URL_TTL_SECONDS', default: '7200', description: 'Validity of a signed upload URL from POST /v1/uploads (Supabase fixes its own at 2 h).', parse: int(60, 7 * 24 * 3600) },
+  { name: 'UPLOAD_URL_TTL_SECONDS', default: '7200', description: 'How long a direct upload reservation lasts, and the validity of an fs signed upload URL. A Supabase signed upload URL lasts what the storage server grants (the exp of its token, reported as expiresAt).', parse: int(60, 7 * 24 * 3600) },
   { name: 'PUBLIC_API_URL', default: undefined, description: 'Base URL clients use to reach the API; signed fs upload URLs point here (default http://HOST:API_PORT).', parse: httpUrl },
   { name: 'DOCPIPE_STORAGE', default: 'fs', description: 'Storage adapter: fs (local directory) or supabase (Supabase Storage).', parse: oneOf('fs', 'supabase') },
   { name: 'STORAGE_DIR', default: undefined, description: 'Root of the fs storage (default DOCPIPE_DATA_DIR/files).', parse: text },

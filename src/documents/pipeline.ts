@@ -258,7 +258,9 @@ export async function runParseStage(deps: PipelineDeps, job: JobData, context: J
 async function storeParsed(deps: PipelineDeps, job: JobData, parsed: ParsedDocument, partial: { code: string; message: string } | null): Promise<void> {
   if (parsed.markdown.trim() === '') throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text');
   const key = parsedKey(job.documentId, job.run);
-  const stored = await deps.storage.put(key, Readable.from([Buffer.from(parsed.markdown, 'utf8')]), { contentType: 'text/markdown' });
+  const markdown = Buffer.from(parsed.markdown, 'utf8');
+  // The length goes with it: Supabase applies the bucket's size limit only to a declared length.
+  const stored = await deps.storage.put(key, Readable.from([markdown]), { contentType: 'text/markdown', size: markdown.length });
   await execute(deps.ctx, job.documentId, {
     type: 'CompleteParse',
     run: job.run,

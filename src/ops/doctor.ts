@@ -380,7 +380,8 @@ async function storageCheck(env: NodeJS.ProcessEnv, config: Config | null, inval
   const key = `doctor-probe-${randomUUID()}`;
   try {
     await within(timeoutMs, storage.check(), 'the storage did not answer');
-    await within(timeoutMs, storage.put(key, Readable.from([Buffer.from('docpipe doctor\n')]), { contentType: 'text/plain' }), 'a write did not finish');
+    const probe = Buffer.from('docpipe doctor\n');
+    await within(timeoutMs, storage.put(key, Readable.from([probe]), { contentType: 'text/plain', size: probe.length }), 'a write did not finish');
     await within(timeoutMs, storage.deletePrefix(key), 'a delete did not finish');
   } catch (err) {
     return fail(name, `${where}: ${(err as Error).message}`, storageFix(err, s.kind));
@@ -392,7 +393,12 @@ async function storageCheck(env: NodeJS.ProcessEnv, config: Config | null, inval
 function storageFix(err: unknown, kind: string): string {
   if (kind === 'fs') return 'make the directory writable by this user, or set STORAGE_DIR to one that is';
   const code = err instanceof ProviderError ? err.code : undefined;
-  if (code === 'STORAGE_ACCESS_DENIED' || code === 'STORAGE_AUTH_FAILED') {
+  // Storage refuses a wrong, garbled or expired key (AccessDenied "signature verification failed")
+  // differently from a valid key without access (the anon key, row-level security).
+  if (code === 'STORAGE_AUTH_FAILED') {
+    return `SUPABASE_SERVICE_ROLE_KEY is not a valid key of the project in SUPABASE_URL (mistyped, another project's, or expired): copy the service_role key again (${SUPABASE_DASHBOARD}, Project Settings: API keys)`;
+  }
+  if (code === 'STORAGE_ACCESS_DENIED') {
     return `SUPABASE_SERVICE_ROLE_KEY must be the project's service_role key (${SUPABASE_DASHBOARD}, Project Settings: API keys), not the anon key`;
   }
   if (code === 'STORAGE_UNAVAILABLE' || code === 'STORAGE_RATE_LIMITED' || (err as { code?: string }).code === 'DOCTOR_TIMEOUT') {

@@ -23,6 +23,11 @@ export interface PutOptions {
   /** Abort with ObjectTooLargeError once more than this many bytes arrive. */
   maxBytes?: number;
   contentType?: string;
+  /**
+   * The body's exact length, when the caller knows it. Supabase applies the bucket's
+   * `file_size_limit` only to uploads that declare their length; a body of another length fails.
+   */
+  size?: number;
 }
 
 export interface Storage {

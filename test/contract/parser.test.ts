@@ -25,7 +25,7 @@ async function parseDocument(parser: Parser, bytes: Buffer, mediaType: MediaType
   const deadline = Date.now() + POLL_DEADLINE_MS;
   for (;;) {
     const job = await parser.status(jobId);
-    if (job.status === 'SUCCESS' || job.status === 'PARTIAL_SUCCESS') return parser.result(jobId);
+    if (job.status === 'SUCCESS') return parser.result(jobId);
     if (job.status === 'ERROR' && job.errorCode === 'NO_DATA_FOUND_IN_FILE') {
       throw new UnparseableDocumentError(job.errorMessage ?? 'no data found in file');
     }
@@ -49,7 +49,7 @@ const adapters: Adapter[] = [
     name: 'llamaparse',
     start: async () => {
       const fake = await startFakeLlamaParse();
-      const parser = createLlamaParseParser({ apiKey: fake.apiKey, baseUrl: fake.url, timeoutSeconds: 10 });
+      const parser = createLlamaParseParser({ apiKey: fake.apiKey, baseUrl: fake.url, tier: 'cost_effective', version: 'latest', timeoutSeconds: 10, jobTimeout: { baseSeconds: 1800, perPageSeconds: 60 } });
       return { parser, stop: () => fake.close() };
     },
   },

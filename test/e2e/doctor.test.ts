@@ -185,6 +185,24 @@ describe('each mistake fails its own check', () => {
     assert.match(byName(results, 'storage').fix!, /setup-storage/);
   });
 
+  test('a wrong, garbled or expired service key: the storage check blames the key, not the bucket', async () => {
+    const [head, payload] = supabase.serviceKey.split('.') as [string, string];
+    const keys = [`${head}.${payload}.${Buffer.alloc(32, 9).toString('base64url')}`, 'not-a-key-at-all', supabase.signKey('service_role', -60)];
+    for (const key of keys) {
+      const results = await doctor({ SUPABASE_SERVICE_ROLE_KEY: key });
+      assertFails(results, ['storage']);
+      const storage = byName(results, 'storage');
+      assert.match(storage.detail, /SUPABASE_SERVICE_ROLE_KEY .*not a valid key of the project/);
+      assert.doesNotMatch(storage.detail, /missing/);
+      assert.match(storage.fix!, /not a valid key of the project in SUPABASE_URL .*copy the service_role key again/);
+    }
+    // The anon key is valid but sees no bucket: "missing, or no access", and the fix names the key.
+    const anon = byName(await doctor({ SUPABASE_SERVICE_ROLE_KEY: supabase.anonKey }), 'storage');
+    assert.equal(anon.ok, false);
+    assert.match(anon.detail, /missing, or SUPABASE_SERVICE_ROLE_KEY has no access/);
+    assert.match(anon.fix!, /SUPABASE_SERVICE_ROLE_KEY is the service_role key/);
+  });
+
   test('a short JWT secret: the configuration and the jwt check say so, the other checks still run', async () => {
     const results = await doctor({ JWT_SECRET: 'too-short-secret' });
     assertFails(results, ['configuration', 'jwt']);

@@ -12,6 +12,7 @@ import { createClient } from '@supabase/supabase-js';
 import { createLogger } from '../../src/observability/logger.ts';
 import { providerRequests } from '../../src/observability/metrics.ts';
 import { createFsStorage } from '../../src/providers/storage/fs.ts';
+import { BodyLengthError } from '../../src/providers/storage/meter.ts';
 import { createSupabaseStorage, type SupabaseStorageOptions } from '../../src/providers/storage/supabase.ts';
 import { createUploadTokens, UploadTokenError } from '../../src/providers/storage/upload-token.ts';
 import { ObjectNotFoundError, ObjectTooLargeError, ProviderError, type Storage } from '../../src/providers/types.ts';
@@ -64,17 +65,58 @@ describe('supabase storage adapter', () => {
     }
   });
 
-  test('a wrong service key fails check with the same message (the server answers NoSuchBucket)', async () => {
-    const wrongKey = `wrong-${randomUUID()}`;
-    const wrong = make({ serviceKey: wrongKey });
-    await assert.rejects(wrong.check(), (err: Error) => {
-      assert.match(err.message, MISSING);
-      assert.ok(!err.message.includes(wrongKey), 'the key never appears in a message');
+  test('a wrong, garbled or expired key: check says the key is wrong (AccessDenied), reads say "missing bucket" (NoSuchBucket)', async () => {
+    const [head, payload] = fake.serviceKey.split('.') as [string, string];
+    const keys = {
+      garbled: { key: `wrong-${randomUUID()}`, server: 'Invalid Compact JWS' },
+      'another project\'s': { key: `${head}.${payload}.${Buffer.alloc(32, 7).toString('base64url')}`, server: 'signature verification failed' },
+      expired: { key: fake.signKey('service_role', -60), server: '"exp" claim timestamp check failed' },
+    };
+    for (const [what, { key, server }] of Object.entries(keys)) {
+      const wrong = make({ serviceKey: key });
+      const rejected = (err: unknown) => {
+        assertProviderError(err, 'STORAGE_AUTH_FAILED', true);
+        const message = (err as Error).message;
+        assert.match(message, /SUPABASE_SERVICE_ROLE_KEY .*not a valid key of the project/, what);
+        assert.ok(message.includes(server), `${what}: the server's reason is kept: ${message}`);
+        assert.doesNotMatch(message, /missing/, what);
+        assert.ok(!message.includes(key), `${what}: the key never appears in a message`);
+        return true;
+      };
+      // What /readyz and the doctor show: the key is wrong, not the bucket missing.
+      await assert.rejects(wrong.check(), rejected);
+      assert.deepEqual([fake.requests.at(-1)!.operation, fake.requests.at(-1)!.status], ['getBucket', 400]);
+      await assert.rejects(wrong.setup(), rejected);
+      await assert.rejects(wrong.put('documents/x/original', body('x'), { size: 1 }), rejected);
+      await assert.rejects(wrong.deletePrefix('documents/x'), rejected);
+      await assert.rejects(wrong.createSignedUpload('documents/x/original', { expiresInSeconds: 60, maxBytes: 1, contentType: 'text/plain' }), rejected);
+      // Download and info answer NoSuchBucket to a wrong key: permanent (config), never "object not found".
+      await assert.rejects(wrong.get('documents/x/original'), (err: unknown) => assertProviderError(err, 'STORAGE_BUCKET_MISSING', true));
+      await assert.rejects(wrong.stat('documents/x/original'), (err: unknown) => assertProviderError(err, 'STORAGE_BUCKET_MISSING', true));
+    }
+  });
+
+  test('the anon key: check says "missing, or no access"; writes are STORAGE_ACCESS_DENIED; reads and deletes see nothing', async () => {
+    await storage.put('documents/anon/original', body('kept'));
+    const anon = make({ serviceKey: fake.anonKey });
+    await assert.rejects(anon.check(), (err: unknown) => {
+      assertProviderError(err, 'STORAGE_BUCKET_MISSING', true);
+      assert.match((err as Error).message, MISSING);
       return true;
     });
-    assert.equal(fake.requests.at(-1)!.status, 400);
-    // Object calls with that key fail permanently (config), not as "object not found".
-    await assert.rejects(wrong.get('documents/x/original'), (err: unknown) => assertProviderError(err, 'STORAGE_BUCKET_MISSING', true));
+    const denied = (err: unknown) => {
+      assertProviderError(err, 'STORAGE_ACCESS_DENIED', true);
+      assert.match((err as Error).message, /row-level security: SUPABASE_SERVICE_ROLE_KEY is not the service role key/);
+      return true;
+    };
+    await assert.rejects(anon.put('documents/anon/other', body('x')), denied);
+    await assert.rejects(anon.createSignedUpload('documents/anon/signed', { expiresInSeconds: 60, maxBytes: 1, contentType: 'text/plain' }), denied);
+    await assert.rejects(anon.setup(), denied);
+    // Row-level security hides the object: info answers NoSuchKey (only check tells the two apart).
+    assert.equal(await anon.stat('documents/anon/original'), null);
+    await assert.rejects(anon.get('documents/anon/original'), ObjectNotFoundError);
+    await anon.deletePrefix('documents/anon');
+    assert.deepEqual(await storage.stat('documents/anon/original'), { size: 4 }, 'the anon key deleted nothing');
   });
 
   test('row-level security denial is a permanent STORAGE_ACCESS_DENIED', async () => {
@@ -133,15 +175,39 @@ describe('supabase storage adapter', () => {
     await assert.rejects(storage.stat('documents/a/original'), (err: unknown) => assertProviderError(err, 'STORAGE_REQUEST_REJECTED', true));
   });
 
-  test('the server size limit (EntityTooLarge) is an ObjectTooLargeError', async () => {
+  test("the bucket's file_size_limit applies to a put that declares its size (content-length): EntityTooLarge is ObjectTooLargeError", async () => {
     fake.buckets.get('documents')!.file_size_limit = 1_000_000;
+    const big = Buffer.alloc(1_200_000, 1);
     try {
-      await assert.rejects(storage.put('documents/big/original', Readable.from([Buffer.alloc(1_200_000)])), ObjectTooLargeError);
+      await assert.rejects(storage.put('documents/big/original', Readable.from([big]), { size: big.length }), (err: unknown) => {
+        assert.ok(err instanceof ObjectTooLargeError, String(err));
+        assert.match(err.message, /size limit of the storage bucket/);
+        return true;
+      });
+      assert.deepEqual([fake.requests.at(-1)!.operation, fake.requests.at(-1)!.status], ['upload', 400]);
+      assert.equal(await storage.stat('documents/big/original'), null);
+      // Without a declared length the server cannot apply its limit (as the real one does not).
+      assert.equal((await storage.put('documents/big/streamed', Readable.from([big]))).size, big.length);
+      assert.deepEqual(await storage.stat('documents/big/streamed'), { size: big.length });
+      // At the limit is fine.
+      assert.equal((await storage.put('documents/big/exact', Readable.from([big.subarray(0, 1_000_000)]), { size: 1_000_000 })).size, 1_000_000);
     } finally {
       fake.buckets.get('documents')!.file_size_limit = null;
     }
-    assert.equal(await storage.stat('documents/big/original'), null);
-    assert.equal(fake.requests.find((r) => r.operation === 'upload')?.status, 400);
+  });
+
+  test('a body whose length is not the declared size fails with BodyLengthError and stores nothing', async () => {
+    const before = fake.requests.length;
+    await assert.rejects(storage.put('documents/len/short', body('four'), { size: 5 }), (err: unknown) => err instanceof BodyLengthError && /4 bytes, 5 were declared/.test(err.message));
+    await assert.rejects(storage.put('documents/len/long', body('six!!!'), { size: 5 }), BodyLengthError);
+    assert.equal(await storage.stat('documents/len/short'), null);
+    assert.equal(await storage.stat('documents/len/long'), null);
+    // A size over maxBytes, or not a size at all, fails before anything is sent.
+    const sent = fake.requests.length;
+    await assert.rejects(storage.put('documents/len/over', body('x'), { size: 11, maxBytes: 10 }), (err: unknown) => err instanceof ObjectTooLargeError && err.limit === 10);
+    for (const size of [-1, 1.5, Number.NaN]) await assert.rejects(storage.put('documents/len/bad', body('x'), { size }), RangeError);
+    assert.equal(fake.requests.length, sent);
+    assert.ok(sent > before);
   });
 
   test('a dropped connection and a stalled server are retryable STORAGE_UNAVAILABLE', async () => {
@@ -207,20 +273,92 @@ describe('supabase storage adapter', () => {
     await storage.check();
   });
 
-  test('a signed upload URL expires after two hours and is bound to its path', async () => {
-    const upload = await storage.createSignedUpload('documents/signed/original', { expiresInSeconds: 60, maxBytes: 10, contentType: 'text/plain' });
-    assert.deepEqual(upload.headers, { 'content-type': 'text/plain', 'x-upsert': 'false' });
-    const twoHours = upload.expiresAt.getTime() - Date.now();
-    assert.ok(twoHours > 7_100_000 && twoHours <= 7_200_000, `expires in ~2 h (${twoHours} ms)`);
-    const elsewhere = upload.url.replace('documents/signed/original', 'documents/signed/other');
-    const moved = await fetch(elsewhere, { method: 'PUT', headers: upload.headers, body: 'x' });
+  test("a signed upload URL expires when the server's token says (its exp), whatever the server's setting", async () => {
+    const expiryOf = (url: string) => {
+      const token = new URL(url).searchParams.get('token')!;
+      return (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
+    };
+    // The self-hosted default: 60 s.
+    const short = await storage.createSignedUpload('documents/signed/original', { expiresInSeconds: 7200, maxBytes: 10, contentType: 'text/plain' });
+    assert.deepEqual(short.headers, { 'content-type': 'text/plain' });
+    assert.equal(short.expiresAt.getTime(), expiryOf(short.url));
+    const left = short.expiresAt.getTime() - Date.now();
+    assert.ok(left > 55_000 && left <= 60_000, `expires in ~60 s (${left} ms)`);
+    // Hosted Supabase: 2 h.
+    fake.setSignedUploadTtl(7200);
+    const long = await storage.createSignedUpload('documents/signed/other', { expiresInSeconds: 60, maxBytes: 10, contentType: 'text/plain' });
+    assert.equal(long.expiresAt.getTime(), expiryOf(long.url));
+    assert.ok(long.expiresAt.getTime() - Date.now() > 7_100_000);
+
+    // Bound to its path; refused once expired, with the server's answer; nothing stored.
+    const elsewhere = short.url.replace('documents/signed/original', 'documents/signed/moved');
+    const moved = await fetch(elsewhere, { method: 'PUT', headers: short.headers, body: 'x' });
     assert.equal(moved.status, 400);
-    assert.equal(((await moved.json()) as { code: string }).code, 'InvalidJWT');
-    fake.advanceClock(2 * 60 * 60 * 1000 + 1_000);
-    const late = await fetch(upload.url, { method: 'PUT', headers: upload.headers, body: 'x' });
+    assert.deepEqual(await moved.json(), { statusCode: '400', error: 'InvalidSignature', message: 'Invalid signature' });
+    fake.advanceClock(61_000);
+    const late = await fetch(short.url, { method: 'PUT', headers: short.headers, body: 'x' });
     assert.equal(late.status, 400);
-    assert.match(((await late.json()) as { message: string }).message, /expired/);
+    assert.deepEqual(await late.json(), { statusCode: '400', error: 'InvalidJWT', message: '"exp" claim timestamp check failed' });
     assert.equal(fake.objects.has('documents/documents/signed/original'), false);
+    assert.equal((await fetch(long.url, { method: 'PUT', headers: long.headers, body: 'in time' })).status, 200);
+    assert.deepEqual(await storage.stat('documents/signed/other'), { size: 7 });
+  });
+
+  test('signing fails retryably on a 500, and on a token without a readable exp (no made-up expiry)', async () => {
+    fake.failNext('signUpload', 500);
+    await assert.rejects(storage.createSignedUpload('documents/noexp/original', { expiresInSeconds: 60, maxBytes: 1, contentType: 'text/plain' }), (err: unknown) => assertProviderError(err, 'STORAGE_UNAVAILABLE', false));
+    const garbled: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      if (!String(input).includes('/object/upload/sign/')) return response;
+      const answer = (await response.json()) as { url: string; token: string };
+      return Response.json({ ...answer, token: 'not-a-jwt' }, { status: response.status });
+    };
+    await assert.rejects(make({ fetch: garbled }).createSignedUpload('documents/noexp/original', { expiresInSeconds: 60, maxBytes: 1, contentType: 'text/plain' }), (err: unknown) => {
+      assertProviderError(err, 'STORAGE_UNAVAILABLE', false);
+      assert.match((err as Error).message, /without a readable token expiry/);
+      return true;
+    });
+  });
+
+  test('signing an upload URL in a missing bucket is STORAGE_BUCKET_MISSING (a 404 InvalidRequest, not a missing object)', async () => {
+    fake.deleteBucket('documents');
+    try {
+      await assert.rejects(storage.createSignedUpload('documents/nobucket/original', { expiresInSeconds: 60, maxBytes: 1, contentType: 'text/plain' }), (err: unknown) => {
+        assertProviderError(err, 'STORAGE_BUCKET_MISSING', true);
+        assert.match((err as Error).message, MISSING);
+        return true;
+      });
+      assert.deepEqual([fake.requests.at(-1)!.operation, fake.requests.at(-1)!.status], ['signUpload', 400]);
+    } finally {
+      assert.equal(await storage.setup(), 'created');
+    }
+    // An existing path is refused at once (KeyAlreadyExists): the URL would upload nothing.
+    await storage.put('documents/exists/original', body('x'));
+    await assert.rejects(storage.createSignedUpload('documents/exists/original', { expiresInSeconds: 60, maxBytes: 1, contentType: 'text/plain' }), (err: unknown) => {
+      assertProviderError(err, 'STORAGE_REQUEST_REJECTED', true);
+      assert.match((err as Error).message, /409 KeyAlreadyExists/);
+      return true;
+    });
+  });
+
+  test('keys are percent-encoded per segment: `a?b` and `a` are two objects, and signed URLs work for them', async () => {
+    const keys = ['documents/enc/a', 'documents/enc/a?b', 'documents/enc/a?b=c&d', 'documents/enc/x y+z', "documents/enc/(it's)"];
+    for (const key of keys) await storage.put(key, body(key), { contentType: 'text/plain' });
+    for (const key of keys) {
+      assert.equal(fake.objects.get(`documents/${key}`)?.bytes.toString(), key, `stored under its own name: ${key}`);
+      assert.deepEqual(await storage.stat(key), { size: key.length });
+      assert.equal((await storage.head(key, 100)).toString(), key);
+      let read = '';
+      for await (const part of await storage.get(key)) read += (part as Buffer).toString();
+      assert.equal(read, key);
+    }
+    // The URL goes out encoded: `?` never starts the query string.
+    assert.ok(fake.requests.some((r) => r.operation === 'upload' && r.path.endsWith('/documents/enc/a%3Fb%3Dc%26d')));
+    const upload = await storage.createSignedUpload('documents/enc/signed?', { expiresInSeconds: 60, maxBytes: 10, contentType: 'text/plain' });
+    assert.equal((await fetch(upload.url, { method: 'PUT', headers: upload.headers, body: 'via url' })).status, 200);
+    assert.equal(fake.objects.get('documents/documents/enc/signed?')?.bytes.toString(), 'via url');
+    await storage.deletePrefix('documents/enc');
+    assert.deepEqual([...fake.objects.keys()].filter((k) => k.startsWith('documents/documents/enc/')), []);
   });
 
   test('the fake takes a multipart (Blob) upload as supabase-js sends it', async () => {

@@ -8,15 +8,14 @@
 // whole machine (the rules live in keys.ts, shared with the other adapters). Signed uploads
 // go to the API's own `PUT /v1/storage/upload?token=...` route
 // (services/api/storage-upload.ts), with a token signed by upload-token.ts.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdir, open, rename, rm, stat as fsStat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
-import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   InvalidKeyError,
   ObjectNotFoundError,
-  ObjectTooLargeError,
   type PutOptions,
   type SignedUpload,
   type SignedUploadOptions,
@@ -24,6 +23,7 @@ import {
   type StoredObject,
 } from '../types.ts';
 import { assertValidKey, normalizePrefix, RESERVED_TMP_SEGMENT } from './keys.ts';
+import { createPutMeter } from './meter.ts';
 import { createUploadTokens, type UploadTokens } from './upload-token.ts';
 
 /** Temp files live inside root so the final rename never crosses a filesystem boundary. */
@@ -143,26 +143,13 @@ export function createFsStorage(root: string, options: FsStorageOptions = {}): S
 
     async put(key: string, body: Readable | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<StoredObject> {
       const full = pathFor(key);
-      const { maxBytes } = options;
+      const meter = createPutMeter(options);
       await mkdir(tmpDir, { recursive: true });
       const tmp = resolve(tmpDir, randomUUID());
-      const hash = createHash('sha256');
-      let size = 0;
-      const meter = new Transform({
-        transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-          size += chunk.length;
-          if (maxBytes !== undefined && size > maxBytes) {
-            callback(new ObjectTooLargeError(maxBytes));
-            return;
-          }
-          hash.update(chunk);
-          callback(null, chunk);
-        },
-      });
       // Fsynced before it finishes, so the rename publishes durable bytes.
       const file = lazyFileWriter(tmp);
       try {
-        await pipeline(body, meter, file.stream);
+        await pipeline(body, meter.stream, file.stream);
         await mkdir(dirname(full), { recursive: true });
         await rename(tmp, full);
       } catch (err) {
@@ -173,7 +160,7 @@ export function createFsStorage(root: string, options: FsStorageOptions = {}): S
         throw err;
       }
       await syncDir(dirname(full));
-      return { key, size, sha256: hash.digest('hex') };
+      return { key, size: meter.size, sha256: meter.sha256() };
     },
 
     async get(key: string): Promise<Readable> {

@@ -10,13 +10,20 @@ export const RESERVED_TMP_SEGMENT = '.tmp';
 export const MAX_KEY_LENGTH = 1024;
 
 /**
+ * The characters the Supabase storage server accepts in a key (its `isValidKey`): ASCII letters,
+ * digits and `_ / ! - . * ' ( ) & $ @ = ; : + , ?` and space. It refuses `#`, `%`, NUL, `\` and
+ * anything non-ASCII, so every adapter does.
+ */
+const KEY_CHARACTERS = /^[\w/!\-.*'() &$@=;:+,?]+$/;
+
+/**
  * Throws InvalidKeyError unless `key` is a relative, normalised, `/`-separated path: non-empty,
- * at most 1024 characters, no NUL or backslash, no leading `/`, no empty, `.` or `..` segment
- * (so no `a//b`, no trailing `/`), and not under the reserved `.tmp` area.
+ * at most 1024 characters of KEY_CHARACTERS, no leading `/`, no empty, `.` or `..` segment (so no
+ * `a//b`, no trailing `/`), and not under the reserved `.tmp` area.
  */
 export function assertValidKey(key: string): string {
   if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) throw new InvalidKeyError(key);
-  if (key.includes('\0') || key.includes('\\') || key.startsWith('/')) throw new InvalidKeyError(key);
+  if (!KEY_CHARACTERS.test(key) || key.startsWith('/')) throw new InvalidKeyError(key);
   const segments = key.split('/');
   if (segments.some((s) => s === '' || s === '.' || s === '..')) throw new InvalidKeyError(key);
   // The temp area must stay unreachable by key, or deletePrefix('.tmp') could pull files out from

@@ -1,9 +1,13 @@
 // Supabase Storage (supabase-js v2) as the object storage, for deployments where the API and the
 // workers run on different machines (Fly). Objects live in one private bucket; every call uses the
 // service role key, which bypasses row-level security. What the storage server really answers
-// (../../CONTRACTS.md "Supabase Storage"): errors come as HTTP 400 with the real status as a string
-// `statusCode` in the body, and an invalid key is answered "bucket not found", so readiness says
-// "missing bucket, or a key without access to it".
+// (docs/PROVIDERS.md, "Supabase Storage: answers docpipe relies on"): errors come as HTTP 400 with
+// the real status as a string `statusCode` in the body; a wrong or expired key is `AccessDenied`
+// on most routes but `NoSuchBucket` on download and info; signing an upload URL for a missing
+// bucket answers a 404 `InvalidRequest` that is not about the object.
+//
+// Keys go into the URL path, and supabase-js puts them there as they are: each segment is
+// percent-encoded here, or `a?b` would upload to `a` and `a%3Fb` to `a?b`.
 //
 // Streaming both ways: put pipes the body through a hashing, counting, size-limiting Transform
 // straight into the upload request (`duplex: 'half'`); get and head read the response body as a
@@ -13,8 +17,7 @@
 // between two chunks of a request or response body), not the whole transfer, so a large upload
 // is never cut while bytes keep moving, and a stalled server is abandoned after timeoutSeconds.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash } from 'node:crypto';
-import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
+import { Readable, pipeline } from 'node:stream';
 import type { ReadableStream as NodeWebReadableStream } from 'node:stream/web';
 import { createClient } from '@supabase/supabase-js';
 import { providerRequestDuration, providerRequests } from '../../observability/metrics.ts';
@@ -30,6 +33,7 @@ import {
   type StoredObject,
 } from '../types.ts';
 import { assertValidKey, normalizePrefix } from './keys.ts';
+import { createPutMeter } from './meter.ts';
 
 export interface SupabaseStorageOptions {
   /** The project URL (`https://<ref>.supabase.co`), without `/storage/v1`. */
@@ -43,9 +47,7 @@ export interface SupabaseStorageOptions {
   fetch?: typeof fetch;
 }
 
-/** Supabase fixes the lifetime of a signed upload URL at two hours. */
-export const SUPABASE_SIGNED_UPLOAD_TTL_MS = 2 * 60 * 60 * 1000;
-/** The storage server refuses more than 1000 paths in one delete. */
+/** The storage server, with its hard limits on, refuses more than 1000 paths in one delete. */
 const REMOVE_BATCH = 1000;
 const LIST_PAGE = 1000;
 
@@ -69,8 +71,44 @@ class StorageTimeoutError extends Error {
   }
 }
 
-export function bucketMissingMessage(bucket: string): string {
+function bucketMissingMessage(bucket: string): string {
   return `storage bucket "${bucket}" is missing, or SUPABASE_SERVICE_ROLE_KEY has no access to it: run \`docpipe setup-storage\``;
+}
+
+/**
+ * The messages of an `AccessDenied` about the key itself (jose's, from the server's JWT check):
+ * a key signed for another project, garbage, or an expired key. Any other `AccessDenied` is
+ * row-level security refusing a role (the anon key).
+ */
+const KEY_REJECTED = /signature verification failed|Invalid Compact JWS|"exp" claim timestamp check failed|\bjw[st]\b/i;
+
+/** A storage error answer read without supabase-js (the signed upload route). */
+class StorageAnswerError extends Error implements StorageErrorLike {
+  readonly status: number;
+  readonly statusCode?: string;
+  readonly code?: string;
+  constructor(status: number, body: { statusCode?: unknown; code?: unknown; message?: unknown } | null) {
+    super(typeof body?.message === 'string' ? body.message : `HTTP ${status}`);
+    this.name = 'StorageApiError';
+    this.status = status;
+    if (typeof body?.statusCode === 'string') this.statusCode = body.statusCode;
+    if (typeof body?.code === 'string') this.code = body.code;
+  }
+}
+
+/** `segment/segment` with each segment percent-encoded, for a URL path. */
+function encodePath(key: string): string {
+  return key.split('/').map(encodeURIComponent).join('/');
+}
+
+/** The `exp` claim of a signed upload token (a JWT, read without verifying: the server signed it). */
+function tokenExpiry(token: string): Date | null {
+  try {
+    const claims = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: unknown };
+    return typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? new Date(claims.exp * 1000) : null;
+  } catch {
+    return null;
+  }
 }
 
 function isApiError(error: StorageErrorLike): boolean {
@@ -163,16 +201,21 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
   if (!serviceKey) throw new Error('createSupabaseStorage: a service key is required');
   if (!(timeoutSeconds > 0)) throw new Error('createSupabaseStorage: timeoutSeconds must be positive');
   const range = new AsyncLocalStorage<string>();
+  const timedFetch = createTimedFetch(options.fetch ?? globalThis.fetch, timeoutSeconds, range);
   const client = createClient(options.url, serviceKey, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-    global: { fetch: createTimedFetch(options.fetch ?? globalThis.fetch, timeoutSeconds, range) },
+    global: { fetch: timedFetch },
   });
-  const files = () => client.storage.from(bucket);
+  // supabase-js puts the bucket and the keys into URL paths unencoded (see the header comment).
+  const bucketPath = encodeURIComponent(bucket);
+  const files = () => client.storage.from(bucketPath);
+  /** `${SUPABASE_URL}/storage/v1`, as supabase-js derives it. */
+  const storageUrl = new URL('storage/v1', options.url.endsWith('/') ? options.url : `${options.url}/`).href;
 
   /** Never let the key into a message, whatever a server or library put there. */
   const scrub = (text: string) => (serviceKey.length >= 8 ? text.split(serviceKey).join('[redacted]') : text);
 
-  /** Runs one supabase-js call, counting and timing it; network-level throws become errors too. */
+  /** Runs one storage call, counting and timing it; network-level throws become errors too. */
   async function send<T>(operation: string, run: () => PromiseLike<Answer<T>>): Promise<Result<T>> {
     const end = providerRequestDuration.startTimer({ provider: 'supabase', operation });
     let result: Result<T>;
@@ -197,19 +240,29 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
     const status = realStatus(error);
     const details = status === undefined ? {} : { status };
     const code = error.code ?? (Number.isFinite(Number(error.statusCode)) ? undefined : error.statusCode);
-    if (code === 'NoSuchBucket') return new ProviderError('STORAGE_BUCKET_MISSING', bucketMissingMessage(bucket), true, details, cause);
-    if (code === 'NoSuchKey' || (status === 404 && key !== undefined)) return new ObjectNotFoundError(key ?? '');
+    // Signing an upload URL for a missing bucket answers "The related resource does not exist": a
+    // 404 in the body of an HTTP 400 that is not about the object (an unknown route is a real 404).
+    if (code === 'NoSuchBucket' || (code === 'InvalidRequest' && status === 404 && error.status !== 404)) {
+      return new ProviderError('STORAGE_BUCKET_MISSING', bucketMissingMessage(bucket), true, details, cause);
+    }
+    if (code === 'NoSuchKey') return new ObjectNotFoundError(key ?? '');
     if (code === 'InvalidKey' && key !== undefined) return new InvalidKeyError(key);
     if (code === 'EntityTooLarge' || status === 413) {
       const err = new ObjectTooLargeError(0);
       err.message = 'file exceeds the size limit of the storage bucket';
       return err;
     }
-    if (code === 'AccessDenied' || status === 403) {
-      return new ProviderError('STORAGE_ACCESS_DENIED', `supabase storage refused ${operation} (row-level security, or a key that is not the service role key): ${message}`, true, details, cause);
+    if ((code === 'AccessDenied' && KEY_REJECTED.test(message)) || status === 401 || code === 'InvalidJWT') {
+      return new ProviderError(
+        'STORAGE_AUTH_FAILED',
+        `supabase storage rejected SUPABASE_SERVICE_ROLE_KEY on ${operation} (${message}): it is not a valid key of the project at SUPABASE_URL (mistyped, another project's, or expired)`,
+        true,
+        details,
+        cause,
+      );
     }
-    if (status === 401 || code === 'InvalidJWT') {
-      return new ProviderError('STORAGE_AUTH_FAILED', `supabase storage rejected SUPABASE_SERVICE_ROLE_KEY on ${operation}: ${message}`, true, details, cause);
+    if (code === 'AccessDenied' || status === 403) {
+      return new ProviderError('STORAGE_ACCESS_DENIED', `supabase storage refused ${operation} (row-level security: SUPABASE_SERVICE_ROLE_KEY is not the service role key, the anon key perhaps): ${message}`, true, details, cause);
     }
     if (status === 429) return new ProviderError('STORAGE_RATE_LIMITED', `supabase storage rate-limited ${operation}: ${message}`, false, details, cause);
     if (status === undefined || status >= 500) {
@@ -219,7 +272,7 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
   }
 
   async function statObject(key: string): Promise<{ size: number } | null> {
-    const result = await send('stat', () => files().info(key));
+    const result = await send('stat', () => files().info(encodePath(key)));
     if (result.error) {
       const err = toError(result.error, 'stat', key);
       if (err instanceof ObjectNotFoundError) return null;
@@ -250,48 +303,37 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
 
     async put(key: string, body: Readable | AsyncIterable<Uint8Array>, putOptions: PutOptions = {}): Promise<StoredObject> {
       assertValidKey(key);
-      const { maxBytes } = putOptions;
-      const hash = createHash('sha256');
-      let size = 0;
-      let tooLarge: ObjectTooLargeError | undefined;
+      const meter = createPutMeter(putOptions);
       let sourceFailure: unknown;
-      const meter = new Transform({
-        transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
-          size += chunk.length;
-          if (maxBytes !== undefined && size > maxBytes) {
-            tooLarge = new ObjectTooLargeError(maxBytes);
-            callback(tooLarge);
-            return;
-          }
-          hash.update(chunk);
-          callback(null, chunk);
-        },
-      });
       const source = body instanceof Readable ? body : Readable.from(body);
       source.once('error', (err) => {
         sourceFailure ??= err;
       });
-      // A failing body or the size limit destroys the meter, which aborts the upload request, so
-      // the server never publishes a partial object; an aborted upload destroys the source.
-      pipeline(source, meter, () => undefined);
+      // A failing body or the meter's refusal destroys the meter stream, which aborts the upload
+      // request, so the server never publishes a partial object; an aborted upload destroys the
+      // source.
+      pipeline(source, meter.stream, () => undefined);
       const result = await send('put', () =>
-        files().upload(key, meter, {
+        files().upload(encodePath(key), meter.stream, {
           contentType: putOptions.contentType ?? 'application/octet-stream',
           upsert: true,
           duplex: 'half',
+          // The server applies the bucket's file_size_limit only to an upload that declares its
+          // length: a stream without one is stored whatever its size.
+          ...(putOptions.size === undefined ? {} : { headers: { 'content-length': String(putOptions.size) } }),
         }),
       );
       // The server may answer before reading the whole body (an error): stop reading the source.
-      if (!meter.readableEnded) meter.destroy();
-      if (tooLarge) throw tooLarge;
+      if (!meter.stream.readableEnded) meter.stream.destroy();
+      if (meter.failure) throw meter.failure;
       if (result.error && sourceFailure !== undefined) throw sourceFailure;
       if (result.error) throw toError(result.error, 'put', key);
-      return { key, size, sha256: hash.digest('hex') };
+      return { key, size: meter.size, sha256: meter.sha256() };
     },
 
     async get(key: string): Promise<Readable> {
       assertValidKey(key);
-      const result = await send('get', () => files().download(key).asStream());
+      const result = await send('get', () => files().download(encodePath(key)).asStream());
       if (result.error) throw toError(result.error, 'get', key);
       return Readable.fromWeb(result.data as unknown as NodeWebReadableStream<Uint8Array>);
     },
@@ -303,7 +345,7 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
         if ((await statObject(key)) === null) throw new ObjectNotFoundError(key);
         return Buffer.alloc(0);
       }
-      const result = await range.run(`bytes=0-${length - 1}`, () => send('head', () => files().download(key).asStream()));
+      const result = await range.run(`bytes=0-${length - 1}`, () => send('head', () => files().download(encodePath(key)).asStream()));
       if (result.error) {
         const err = toError(result.error, 'head', key);
         // A range of an empty object is unsatisfiable (416): the object exists and is empty.
@@ -349,45 +391,53 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
       }
       for (let i = 0; i < keys.length; i += REMOVE_BATCH) {
         const batch = keys.slice(i, i + REMOVE_BATCH);
+        // Paths go in the JSON body, unencoded. Absent paths are skipped, not errors.
         const result = await send('remove', () => files().remove(batch));
-        if (result.error) {
-          const err = toError(result.error, 'remove', batch[0]);
-          if (!(err instanceof ObjectNotFoundError)) throw err;
-        }
+        if (result.error) throw toError(result.error, 'remove');
       }
     },
 
     async check(): Promise<void> {
-      const result = await send('check', () => client.storage.getBucket(bucket));
-      if (!result.error) return;
-      const err = toError(result.error, 'check');
-      if (err instanceof ProviderError && (err.code === 'STORAGE_BUCKET_MISSING' || err.details.status === 404)) {
-        throw new Error(bucketMissingMessage(bucket), { cause: result.error });
-      }
-      throw err;
+      // A wrong key is AccessDenied here (STORAGE_AUTH_FAILED, naming the key); the anon key sees
+      // no bucket at all, so "missing" must also say "or no access".
+      const result = await send('check', () => client.storage.getBucket(bucketPath));
+      if (result.error) throw toError(result.error, 'check');
     },
 
     async setup(): Promise<'created' | 'exists'> {
       const result = await send('setup', () => client.storage.createBucket(bucket, { public: false }));
       if (!result.error) return 'created';
       if (result.error.code === 'BucketAlreadyExists' || realStatus(result.error) === 409) return 'exists';
-      const err = toError(result.error, 'setup');
-      if (err instanceof ProviderError && err.code === 'STORAGE_BUCKET_MISSING') {
-        throw new Error(`cannot create storage bucket "${bucket}": SUPABASE_SERVICE_ROLE_KEY is invalid or has no access to storage`, { cause: result.error });
-      }
-      throw err;
+      throw toError(result.error, 'setup');
     },
 
     async createSignedUpload(key: string, opts: SignedUploadOptions): Promise<SignedUpload> {
       assertValidKey(key);
-      const result = await send('sign_upload', () => files().createSignedUploadUrl(key));
+      // Called without supabase-js: its createSignedUploadUrl reads the token back out of the
+      // answer's URL, which holds the key unencoded (a key with `?` or `#` loses its token).
+      const path = `object/upload/sign/${bucketPath}/${encodePath(key)}`;
+      const result = await send('sign_upload', async (): Promise<Answer<{ token?: unknown }>> => {
+        const response = await timedFetch(`${storageUrl}/${path}`, {
+          method: 'POST',
+          headers: { apikey: serviceKey, authorization: `Bearer ${serviceKey}`, 'content-type': 'application/json' },
+          body: '{}',
+        });
+        const answer = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+        return response.ok ? { data: answer ?? {}, error: null } : { data: null, error: new StorageAnswerError(response.status, answer) };
+      });
       if (result.error) throw toError(result.error, 'sign_upload', key);
+      const token = typeof result.data.token === 'string' ? result.data.token : '';
+      // The URL's lifetime is the server's setting (UPLOAD_SIGNED_URL_EXPIRATION_TIME: 60 s by
+      // default self-hosted, 2 h on hosted Supabase): the token says when it ends.
+      const expiresAt = tokenExpiry(token);
+      if (!expiresAt) throw new ProviderError('STORAGE_UNAVAILABLE', 'supabase storage answered a signed upload URL without a readable token expiry', false);
       return {
-        url: result.data.signedUrl,
+        url: `${storageUrl}/${path}?token=${encodeURIComponent(token)}`,
         method: 'PUT',
-        // What uploadToSignedUrl sends with a raw body; without upsert the URL uploads once.
-        headers: { 'content-type': opts.contentType, 'x-upsert': 'false' },
-        expiresAt: new Date(Date.now() + SUPABASE_SIGNED_UPLOAD_TTL_MS),
+        // Whether the URL may overwrite is in the token (no upsert: it uploads once); the server
+        // ignores an x-upsert header on this PUT.
+        headers: { 'content-type': opts.contentType },
+        expiresAt,
       };
     },
   };

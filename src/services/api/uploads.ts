@@ -53,7 +53,8 @@ export const UploadCreated = Type.Object({
 
 export function registerUploadRoutes(app: App, options: UploadRoutesOptions): void {
   app.post('/v1/uploads', {
-    schema: { body: UploadRequest, response: { 201: UploadCreated, 400: ErrorBody, 401: ErrorBody, 413: ErrorBody, 415: ErrorBody } },
+    // 502: storage refuses for good (STORAGE_BUCKET_MISSING, STORAGE_AUTH_FAILED); 503: it is down.
+    schema: { body: UploadRequest, response: { 201: UploadCreated, 400: ErrorBody, 401: ErrorBody, 413: ErrorBody, 415: ErrorBody, 502: ErrorBody, 503: ErrorBody } },
   }, async (request, reply) => {
     const principal = options.principal(request);
     const { fileName, size, contentType } = request.body;
