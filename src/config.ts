@@ -77,6 +77,8 @@ export interface Config {
     pollingIntervalSeconds: number;
   };
   longPollMaxSeconds: number;
+  /** POST /v1/search gives up on embedding its query after this long (503 EMBEDDER_UNAVAILABLE). */
+  searchEmbedTimeoutSeconds: number;
   shutdownTimeoutMs: number;
 }
 
@@ -99,6 +101,7 @@ export type ParserConfig =
       pollAfterSeconds: number;
       /** processing_control.timeouts of every job; docpipe's deadline for a job follows from it and the document's pages. */
       jobTimeout: { baseSeconds: number; perPageSeconds: number };
+      allowedPageFailureRatio: number | undefined;
       timeoutSeconds: number;
       /** Sent as webhook_signing_secret, so deliveries carry LC-Signature. */
       webhookSigningSecret: string | undefined;
@@ -158,6 +161,13 @@ const oneOf =
   };
 
 const text: Parse<string> = (raw) => raw;
+
+/** A share between 0 and 1, such as 0.05. */
+const ratio: Parse<number> = (raw) => {
+  const n = Number(raw.trim());
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new Error(`must be a number between 0 and 1, got ${JSON.stringify(raw)}`);
+  return n;
+};
 
 /** LlamaParse's `version`: `latest`, or a dated one (the form `GET /api/v2/parse/versions` lists). */
 const llamaParseVersion: Parse<string> = (raw) => {
@@ -244,6 +254,7 @@ export const SPEC: VarSpec[] = [
   { name: 'LLAMAPARSE_PROJECT_ID', default: undefined, description: 'Optional project_id query parameter.', parse: text },
   { name: 'LLAMAPARSE_TIER', default: 'cost_effective', description: 'Parse tier: fast (1 credit/page, text only), cost_effective (3), agentic (10) or agentic_plus (45).', parse: oneOf(...LLAMAPARSE_TIERS) },
   { name: 'LLAMAPARSE_VERSION', default: 'latest', description: 'Parser version: latest, or a date such as 2026-09-07. Pin a date in production so the output cannot change silently.', parse: llamaParseVersion },
+  { name: 'LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO', default: undefined, description: 'Share of pages that may fail before LlamaCloud fails the whole job (processing_control.job_failure_conditions); unset: LlamaCloud\'s 0.05. Below it, the document ends ready with a PARTIAL_SUCCESS warning naming the pages.', parse: ratio },
   { name: 'LLAMAPARSE_POLL_AFTER_SECONDS', default: '60', description: 'Wait this long for a webhook before polling the job status (then 1 s doubling to 60 s).', parse: int(0, 3600) },
   { name: 'LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS', default: '1800', description: 'LlamaCloud job time limit, fixed part (processing_control.timeouts.base_in_seconds; at most 30 min).', parse: int(60, 1800) },
   { name: 'LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS', default: '60', description: 'LlamaCloud job time limit per page (extra_time_per_page_in_seconds; at most 300). docpipe fails a job with PARSE_TIMEOUT 5 min after base + pages x this.', parse: int(0, 300) },
@@ -284,6 +295,7 @@ export const SPEC: VarSpec[] = [
   { name: 'TRUST_PROXY', default: 'none', description: 'fly: behind Fly.io\'s proxy, the client address is the Fly-Client-IP header it sets; none: the connection\'s peer (a client cannot choose its address by sending the header).', parse: oneOf('none', 'fly') },
   { name: 'RATE_LIMIT_PER_ADDRESS', default: '1200', description: 'Requests per client address per minute on the api, before authentication (0: no limit). Per process.', parse: int(0, 10_000_000) },
   { name: 'RATE_LIMIT_UPLOADS', default: '60', description: 'Uploads (POST /v1/documents, /v1/uploads) per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
+  { name: 'RATE_LIMIT_SEARCHES', default: '120', description: 'Searches (POST /v1/search; each embeds its query) per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
   { name: 'RATE_LIMIT_LONG_POLLS', default: '120', description: 'Long-polls (GET ...?wait=N) per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
   { name: 'RATE_LIMIT_REQUESTS', default: '1200', description: 'Other API requests per user per minute (0: no limit). Per process.', parse: int(0, 10_000_000) },
   { name: 'LONG_POLLS_PER_USER', default: '10', description: 'Long-polls one user may hold open at once; past it, 429 TOO_MANY_LONG_POLLS. Per process.', parse: int(1, 1_000_000) },
@@ -300,6 +312,7 @@ export const SPEC: VarSpec[] = [
   { name: 'UPLOAD_CONCURRENCY_MAX', default: '64', description: 'Uploads one API process streams at once, all users together; more answer 503 SERVER_BUSY.', parse: int(1, 100_000) },
   { name: 'UPLOAD_MIN_BYTES_PER_SECOND', default: '1024', description: 'An upload body slower than this over any 10 s window is cut off with 408 UPLOAD_TOO_SLOW (0: never).', parse: int(0, 2 ** 30) },
   { name: 'LONG_POLL_MAX_SECONDS', default: '30', description: 'Upper bound of ?wait= on GET /v1/documents/:id.', parse: int(1, 300) },
+  { name: 'SEARCH_EMBED_TIMEOUT_SECONDS', default: '10', description: 'POST /v1/search answers 503 EMBEDDER_UNAVAILABLE when its query is not embedded within this time (the embedder\'s own retries and the shared OpenAI budget included).', parse: int(1, 300) },
   { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'Drain budget on SIGTERM/SIGINT before the process exits anyway.', parse: int(100, 300000) },
 ];
 
@@ -379,6 +392,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             version: get('LLAMAPARSE_VERSION'),
             pollAfterSeconds: get('LLAMAPARSE_POLL_AFTER_SECONDS'),
             jobTimeout: { baseSeconds: get('LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS'), perPageSeconds: get('LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS') },
+            allowedPageFailureRatio: get('LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO'),
             timeoutSeconds: get('LLAMAPARSE_TIMEOUT_SECONDS'),
             webhookSigningSecret: get('LLAMAPARSE_WEBHOOK_SIGNING_SECRET'),
           }
@@ -424,6 +438,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       rateLimits: {
         perAddress: get('RATE_LIMIT_PER_ADDRESS'),
         uploads: get('RATE_LIMIT_UPLOADS'),
+        searches: get('RATE_LIMIT_SEARCHES'),
         longPolls: get('RATE_LIMIT_LONG_POLLS'),
         requests: get('RATE_LIMIT_REQUESTS'),
         longPollsPerUser: get('LONG_POLLS_PER_USER'),
@@ -455,6 +470,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       pollingIntervalSeconds: get('QUEUE_POLLING_INTERVAL_SECONDS'),
     },
     longPollMaxSeconds: get('LONG_POLL_MAX_SECONDS'),
+    searchEmbedTimeoutSeconds: get('SEARCH_EMBED_TIMEOUT_SECONDS'),
     shutdownTimeoutMs: get('SHUTDOWN_TIMEOUT_MS'),
   };
 }

@@ -76,6 +76,7 @@ export function createProviders(config: Pick<Config, 'storage' | 'parser' | 'emb
             timeoutSeconds: parser.timeoutSeconds,
             webhookSigningSecret: parser.webhookSigningSecret,
             jobTimeout: parser.jobTimeout,
+            allowedPageFailureRatio: parser.allowedPageFailureRatio,
           })
         : createSandboxedParser(sandbox, config.parserLimits),
     embedder:

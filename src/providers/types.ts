@@ -106,6 +106,8 @@ export interface ProviderJob {
   status: ProviderJobStatus;
   errorCode: string | null;
   errorMessage: string | null;
+  /** What the provider billed for the job so far (LlamaCloud credits); null or absent: not known. */
+  credits?: number | null;
 }
 
 export interface SubmitInput {

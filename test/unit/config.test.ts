@@ -58,7 +58,7 @@ describe('loadConfig', () => {
       },
       sandbox: { processes: 2, memoryMb: 1024, timeoutSeconds: 300 },
       workerDocumentBudgetBytes: 64 * 1024 * 1024,
-      http: { trustProxy: 'none', rateLimits: { perAddress: 1200, uploads: 60, longPolls: 120, requests: 1200, longPollsPerUser: 10, longPollsMax: 5000 }, corsOrigins: [], maxConnections: 1000, uploadConcurrencyPerUser: 4, uploadConcurrencyMax: 64, uploadMinBytesPerSecond: 1024 },
+      http: { trustProxy: 'none', rateLimits: { perAddress: 1200, uploads: 60, searches: 120, longPolls: 120, requests: 1200, longPollsPerUser: 10, longPollsMax: 5000 }, corsOrigins: [], maxConnections: 1000, uploadConcurrencyPerUser: 4, uploadConcurrencyMax: 64, uploadMinBytesPerSecond: 1024 },
       security: { auditRetentionDays: 90, threats: { authFailuresToBlock: 50, blockSeconds: 900, foreignIdsToFlag: 20, forgedWebhooksToFlag: 20, webhookFailuresPerAddress: 30 } },
       embedBatchSize: 64,
       queue: {
@@ -70,6 +70,7 @@ describe('loadConfig', () => {
         pollingIntervalSeconds: 2,
       },
       longPollMaxSeconds: 30,
+      searchEmbedTimeoutSeconds: 10,
       shutdownTimeoutMs: 10000,
     };
     assert.deepEqual(loadConfig({}), expected);
@@ -273,15 +274,17 @@ describe('provider selection', () => {
 
   test('LlamaParse tier, version and job time limits are checked', () => {
     const base = { DOCPIPE_PARSER: 'llamaparse', LLAMAPARSE_API_KEY: 'llx-key' };
-    const pinned = loadConfig({ ...base, LLAMAPARSE_TIER: 'agentic', LLAMAPARSE_VERSION: '2026-09-07', LLAMAPARSE_WEBHOOK_SIGNING_SECRET: 'whsec' });
+    const pinned = loadConfig({ ...base, LLAMAPARSE_TIER: 'agentic', LLAMAPARSE_VERSION: '2026-09-07', LLAMAPARSE_WEBHOOK_SIGNING_SECRET: 'whsec', LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: '0.2' });
     assert.ok(pinned.parser.kind === 'llamaparse');
-    assert.deepEqual([pinned.parser.tier, pinned.parser.version, pinned.parser.webhookSigningSecret], ['agentic', '2026-09-07', 'whsec']);
+    assert.deepEqual([pinned.parser.tier, pinned.parser.version, pinned.parser.webhookSigningSecret, pinned.parser.allowedPageFailureRatio], ['agentic', '2026-09-07', 'whsec', 0.2]);
     for (const [name, value, message] of [
       ['LLAMAPARSE_TIER', 'premium', /LLAMAPARSE_TIER: must be one of fast, cost_effective, agentic, agentic_plus/],
       ['LLAMAPARSE_VERSION', '2026-13-45', /LLAMAPARSE_VERSION: must be latest or a date/],
       ['LLAMAPARSE_VERSION', 'v2', /LLAMAPARSE_VERSION: must be latest or a date/],
       ['LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS', '3600', /LLAMAPARSE_JOB_TIMEOUT_BASE_SECONDS: must be between 60 and 1800/],
       ['LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS', '301', /LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS: must be between 0 and 300/],
+      ['LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO', '1.5', /LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: must be a number between 0 and 1/],
+      ['LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO', 'half', /LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: must be a number between 0 and 1/],
     ] as const) {
       assert.throws(() => loadConfig({ ...base, [name]: value }), (err: Error) => (assert.match(err.message, message), true), `${name}=${value}`);
     }

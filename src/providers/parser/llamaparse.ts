@@ -53,6 +53,16 @@ export interface LlamaParseOptions {
   webhookSigningSecret?: string;
   /** processing_control.timeouts sent with every job; LlamaCloud fails a job that runs longer. */
   jobTimeout: { baseSeconds: number; perPageSeconds: number };
+  /** processing_control.job_failure_conditions.allowed_page_failure_ratio; unset: LlamaCloud's (0.05). */
+  allowedPageFailureRatio?: number;
+}
+
+/** One page of a finished job, as LlamaCloud reports it. */
+export type LlamaParsePage = { pageNumber: number; success: true; content: string } | { pageNumber: number; success: false; error: string };
+
+export interface LlamaParseParser extends AsyncParser {
+  /** The job's pages in `format` (`markdown`; `text`, the only one on the fast tier), in page order. */
+  pages(jobId: string, format: 'markdown' | 'text'): Promise<LlamaParsePage[]>;
 }
 
 /** The events whose delivery means the job is over: the pipeline needs no others. */
@@ -71,7 +81,7 @@ type Outcome = 'ok' | 'rate_limited' | 'server_error' | 'client_error' | 'networ
 /** A failure reason such as PDF_IS_PROTECTED: v2 puts it inside error_message, not in a field. */
 const REASON_CODE = /\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b/;
 
-export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser {
+export function createLlamaParseParser(options: LlamaParseOptions): LlamaParseParser {
   const maxRetryWaitMs = Math.max(0, options.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS);
   // Only the ids that are set: the SDK would send a null one as an empty query parameter.
   const scope = {
@@ -174,15 +184,30 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
     }
   }
 
+  async function pages(jobId: string, format: 'markdown' | 'text'): Promise<LlamaParsePage[]> {
+    const body = await call('result', () => client.parsing.get(jobId, { ...scope, expand: [format] }));
+    const list = format === 'text' ? body?.text?.pages : body?.markdown?.pages;
+    if (!Array.isArray(list)) throw badResponse('result', `no ${format} pages`);
+    return [...list]
+      .sort((a, b) => a.page_number - b.page_number)
+      .map((page): LlamaParsePage => {
+        if ('success' in page && page.success === false) return { pageNumber: page.page_number, success: false, error: String(page.error ?? 'unknown error') };
+        const content = 'markdown' in page ? page.markdown : 'text' in page ? page.text : undefined;
+        if (typeof content !== 'string') throw badResponse('result', `a page without content (page ${page.page_number})`);
+        return { pageNumber: page.page_number, success: true, content };
+      });
+  }
+
   return {
     kind: 'llamaparse',
     mode: 'async',
+    pages,
 
     timeLimitSeconds(pages: number): number {
       return options.jobTimeout.baseSeconds + options.jobTimeout.perPageSeconds * Math.max(1, pages) + DEADLINE_GRACE_SECONDS;
     },
 
-    async submit({ bytes, fileName, mediaType, webhook }: SubmitInput): Promise<{ jobId: string; status: ProviderJobStatus }> {
+    async submit({ bytes, fileName, mediaType, webhook }: SubmitInput): Promise<{ jobId: string; status: ProviderJobStatus; credits: number | null }> {
       const job = await call('upload', async () =>
         client.parsing.create({
           ...scope,
@@ -192,6 +217,9 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
           upload_file: await toFile(bytes, fileName, { type: mediaType }),
           processing_control: {
             timeouts: { base_in_seconds: options.jobTimeout.baseSeconds, extra_time_per_page_in_seconds: options.jobTimeout.perPageSeconds },
+            ...(options.allowedPageFailureRatio !== undefined
+              ? { job_failure_conditions: { allowed_page_failure_ratio: options.allowedPageFailureRatio } }
+              : {}),
           },
           ...(webhook
             ? {
@@ -211,7 +239,7 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
       );
       if (typeof job?.id !== 'string' || job.id === '') throw badResponse('upload', 'no job id');
       // A cache hit can answer COMPLETED at once (and then send no webhook at all).
-      return { jobId: job.id, status: mapStatus('upload', job.status) };
+      return { jobId: job.id, status: mapStatus('upload', job.status), credits: typeof job.usage?.credits === 'number' ? job.usage.credits : null };
     },
 
     async status(jobId: string): Promise<ProviderJob> {
@@ -219,11 +247,13 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
       const job = body?.job;
       const status = mapStatus('status', job?.status);
       const message = typeof job?.error_message === 'string' && job.error_message !== '' ? job.error_message : null;
+      const credits = job?.usage?.credits;
       return {
         id: typeof job?.id === 'string' && job.id !== '' ? job.id : jobId,
         status,
         errorCode: status === 'ERROR' || status === 'CANCELLED' ? (message?.match(REASON_CODE)?.[0] ?? null) : null,
         errorMessage: message,
+        credits: typeof credits === 'number' && Number.isFinite(credits) ? credits : null,
       };
     },
 
@@ -231,26 +261,22 @@ export function createLlamaParseParser(options: LlamaParseOptions): AsyncParser 
       // Per-page content, not markdown_full: only the pages say which ones failed (v2 has no
       // partial status), and they carry the page count. Fast-tier jobs have no markdown (LlamaCloud
       // answers 400), only text.
-      const fast = options.tier === 'fast';
-      const body = await call('result', () => client.parsing.get(jobId, { ...scope, expand: [fast ? 'text' : 'markdown'] }));
-      const pages = fast ? body?.text?.pages : body?.markdown?.pages;
-      if (!Array.isArray(pages)) throw badResponse('result', `no ${fast ? 'text' : 'markdown'} pages`);
-      const texts: string[] = [];
-      const failed: string[] = [];
-      for (const page of [...pages].sort((a, b) => a.page_number - b.page_number)) {
-        if ('success' in page && page.success === false) failed.push(`page ${page.page_number}: ${page.error}`);
-        else if ('markdown' in page && typeof page.markdown === 'string') texts.push(page.markdown.trim());
-        else if ('text' in page && typeof page.text === 'string') texts.push(page.text.trim());
-        else throw badResponse('result', `a page without content (page ${page.page_number})`);
-      }
-      const markdown = texts.filter((t) => t !== '').join(PAGE_SEPARATOR);
+      const all = await pages(jobId, options.tier === 'fast' ? 'text' : 'markdown');
+      const failed = all.filter((p) => !p.success).map((p) => `page ${p.pageNumber}: ${p.error}`);
+      // Joined as LlamaCloud joins markdown_full, and as the local parser separates pages.
+      const markdown = all.flatMap((p) => (p.success && p.content.trim() !== '' ? [p.content.trim()] : [])).join(PAGE_SEPARATOR);
       // Same rule as the local parser: a document without text cannot be chunked or embedded.
       if (markdown === '') throw new UnparseableDocumentError('LlamaParse found no text in the document');
       return {
         markdown,
-        pages: pages.length,
+        pages: all.length,
         ...(failed.length > 0
-          ? { warning: { code: 'PARTIAL_SUCCESS', message: `${failed.length} of ${pages.length} pages could not be parsed: ${failed.slice(0, 5).join('; ')}${failed.length > 5 ? '; ...' : ''}`.slice(0, 1000) } }
+          ? {
+              warning: {
+                code: 'PARTIAL_SUCCESS',
+                message: `${failed.length} of ${all.length} pages could not be parsed: ${failed.slice(0, 5).join('; ')}${failed.length > 5 ? '; ...' : ''}`.slice(0, 1000),
+              },
+            }
           : {}),
       };
     },
