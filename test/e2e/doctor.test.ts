@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { runDoctor, type CheckResult, type DoctorOptions } from '../../src/ops/doctor.ts';
 import { freePort } from '../../src/util/free-port.ts';
-import { startFakeLlamaParse } from '../fakes/llamaparse.ts';
+import { FAKE_VERSIONS, startFakeLlamaParse } from '../fakes/llamaparse.ts';
 import { startFakeOpenAI } from '../fakes/openai.ts';
 import { startFakeSupabaseStorage } from '../fakes/supabase-storage.ts';
 import { createDatabase } from '../helpers/db.ts';
@@ -214,6 +214,15 @@ describe('each mistake fails its own check', () => {
     const results = await doctor({ JWT_ISSUER: 'https://someone-else.supabase.co/auth/v1' });
     assertFails(results, ['jwt']);
     assert.match(byName(results, 'jwt').fix!, new RegExp(`JWT_ISSUER=${supabase.url}/auth/v1`));
+  });
+
+  test('a pinned LLAMAPARSE_VERSION the tier does not have; a listed one passes', async () => {
+    const unknown = await doctor({ LLAMAPARSE_VERSION: '2019-01-01' });
+    assertFails(unknown, ['llamaparse key']);
+    assert.match(byName(unknown, 'llamaparse key').detail, /LLAMAPARSE_VERSION 2019-01-01 is not a version of tier cost_effective/);
+    const listed = await doctor({ LLAMAPARSE_VERSION: FAKE_VERSIONS.cost_effective[0]! });
+    assert.equal(byName(listed, 'llamaparse key').ok, true, byName(listed, 'llamaparse key').detail);
+    assert.match(byName(listed, 'llamaparse key').detail, new RegExp(`version ${FAKE_VERSIONS.cost_effective[0]}`));
   });
 
   test('a LlamaParse key LlamaCloud rejects', async () => {

@@ -2,6 +2,7 @@
 // Storage, LlamaParse (upload, webhook, status, result) and OpenAI embeddings. Every path a
 // production deployment takes, with the faults the real services produce.
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -21,6 +22,8 @@ after(async () => {
   await supabase.close();
 });
 
+const SIGNING_SECRET = 'e2e-lc-signing-secret';
+
 const stack: TestStack = await startStack({
   webhooks: true,
   env: {
@@ -33,6 +36,9 @@ const stack: TestStack = await startStack({
     LLAMAPARSE_BASE_URL: llama.url,
     // Webhooks normally win; a dropped one is covered by polling after this grace.
     LLAMAPARSE_POLL_AFTER_SECONDS: '3',
+    // docpipe sends it with each job; the webhook service then requires LC-Signature.
+    LLAMAPARSE_WEBHOOK_SIGNING_SECRET: SIGNING_SECRET,
+    LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: '0.5',
     DOCPIPE_EMBEDDER: 'openai',
     OPENAI_API_KEY: openai.apiKey,
     OPENAI_BASE_URL: openai.url,
@@ -100,6 +106,11 @@ describe('a PDF through Supabase Storage, LlamaParse and OpenAI', () => {
     assert.equal(deliveries.filter((d) => d.status === 200).length, 1, JSON.stringify(deliveries.map((d) => d.status)));
     assert.ok(deliveries.every((d) => d.status === 200 || d.status === 409));
     assert.match(deliveries[0]!.headers['x-docpipe-webhook-token'] ?? '', /^v1\.1\./);
+    // Signed by LlamaCloud with the secret docpipe sent in webhook_signing_secret, and verified.
+    const job = llama.jobs.get(doc.parser.jobId)!;
+    assert.deepEqual([job.tier, job.version, job.webhookConfigs.map((c) => c.webhook_signing_secret)], ['cost_effective', 'latest', [SIGNING_SECRET]]);
+    const accepted = deliveries.find((d) => d.status === 200)!;
+    assert.equal(accepted.headers['LC-Signature'], `sha256=${createHmac('sha256', SIGNING_SECRET).update(accepted.body).digest('hex')}`);
 
     // Original and parsed markdown are in the bucket; chunks carry the phrase and 256-d vectors.
     const keys = [...supabase.objects.keys()].filter((k) => k.includes(id));
@@ -184,22 +195,23 @@ describe('a PDF through Supabase Storage, LlamaParse and OpenAI', () => {
       const id = await uploadFixture('sample.md');
       const doc = await waitForStatus(stack, id, ['ready', 'failed']);
       assert.equal(doc.status, 'failed');
-      assert.deepEqual(doc.error, { code: 'NO_DATA_FOUND_IN_FILE', message: 'No data found in the file' });
+      assert.deepEqual(doc.error, { code: 'NO_DATA_FOUND_IN_FILE', message: 'NO_DATA_FOUND_IN_FILE: No data found in the file' });
       assert.equal(count(await eventsOf(id), 'StageAttemptFailed'), 0, 'a provider verdict is not retried');
     } finally {
       llama.reset();
     }
   });
 
-  test('PARTIAL_SUCCESS ends ready and shows the provider warning', async () => {
-    // TODO(lead): v2 has no PARTIAL_SUCCESS status: a job is COMPLETED with pages success:false, and
-    // FAILED past allowed_page_failure_ratio (default 0.05); sample.txt has one page only.
-    llama.setOutcome(() => ({ failedPages: [2], pageError: 'page 2 could not be parsed' }));
+  test('a page LlamaCloud could not read (within the allowed ratio) ends ready with a PARTIAL_SUCCESS warning naming it', async () => {
+    // v2 has no partial status: the job is COMPLETED with page 2 `success: false`.
+    llama.setOutcome(() => ({ failedPages: [2], pageError: 'OCR failed' }));
     try {
-      const id = await uploadFixture('sample.txt');
+      const id = await uploadFixture('sample.pdf');
       const doc = await waitForStatus(stack, id, ['ready', 'failed']);
       assert.equal(doc.status, 'ready', JSON.stringify(doc.error));
-      assert.deepEqual(doc.parser.warning, { code: 'PAGE_FAILED', message: 'page 2 could not be parsed' });
+      assert.deepEqual(doc.parser.warning, { code: 'PARTIAL_SUCCESS', message: '1 of 2 pages could not be parsed: page 2: OCR failed' });
+      const chunks = await chunksOf(id);
+      assert.ok(chunks.every((c) => !c.content.includes('James Douglass')), 'the failed page contributes nothing');
     } finally {
       llama.reset();
     }

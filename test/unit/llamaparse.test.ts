@@ -1,13 +1,13 @@
-// The LlamaParse adapter against the fake LlamaCloud API over real HTTP, then the fake's own
-// webhook behaviour (which the webhook service's tests rely on being faithful).
+// The LlamaParse v2 adapter against the fake LlamaCloud API over real HTTP: what it sends, how
+// it maps statuses, pages and errors, and the retry policy it adds to the SDK's. The cases it
+// shares with the official SDK are in test/contract/llamaparse-v2.test.ts; the fake's own
+// behaviour in test/unit/llamaparse-fake.test.ts.
 import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { providerRequests } from '../../src/observability/metrics.ts';
-import { createLlamaParseParser, type LlamaParseOptions } from '../../src/providers/parser/llamaparse.ts';
+import { createLlamaParseParser, type LlamaParseOptions, type LlamaParseParser } from '../../src/providers/parser/llamaparse.ts';
 import { ProviderError, type AsyncParser, type ProviderJob } from '../../src/providers/types.ts';
 import { startFakeLlamaParse, type FakeLlamaParse, type FakeLlamaParseOptions } from '../fakes/llamaparse.ts';
 
@@ -26,19 +26,16 @@ async function fakeWith(options: FakeLlamaParseOptions = {}): Promise<FakeLlamaP
   return fake;
 }
 
-function adapterFor(fake: FakeLlamaParse, options: Partial<LlamaParseOptions> = {}): AsyncParser {
-  return createLlamaParseParser({ apiKey: fake.apiKey, baseUrl: fake.url, timeoutSeconds: 5, ...options });
-}
-
-/** Polls until `check` returns a value other than undefined/false, for at most `timeoutMs`. */
-async function waitUntil<T>(check: () => T | undefined | false, timeoutMs = 5000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
+function adapterFor(fake: FakeLlamaParse, options: Partial<LlamaParseOptions> = {}): LlamaParseParser {
+  return createLlamaParseParser({
+    apiKey: fake.apiKey,
+    baseUrl: fake.url,
+    tier: 'cost_effective',
+    version: 'latest',
+    timeoutSeconds: 5,
+    jobTimeout: { baseSeconds: 1800, perPageSeconds: 60 },
+    ...options,
+  });
 }
 
 async function waitForStatus(parser: AsyncParser, jobId: string, timeoutMs = 5000): Promise<ProviderJob> {
@@ -70,238 +67,179 @@ async function counterValue(operation: string, outcome: string): Promise<number>
 
 // --- the adapter ------------------------------------------------------------------------------
 
-describe('llamaparse adapter', () => {
-  test('submit sends the file and webhook_configurations with the terminal events, headers and json format', async () => {
+describe('llamaparse adapter (v2)', () => {
+  test('submit sends tier, version, time limits, the page-failure ratio and one webhook configuration of docpipe\'s shape', async () => {
     const fake = await fakeWith({ processingMs: Number.POSITIVE_INFINITY });
-    const parser = adapterFor(fake, { parseMode: 'parse_page_with_llm' });
-    const { jobId } = await parser.submit({
-      bytes: await fixture('sample.md'),
-      fileName: 'keepers.md',
-      mediaType: 'text/markdown',
-      webhook: { url: 'http://127.0.0.1:9/v1/webhooks/llamaparse', headers: { 'X-Docpipe-Token': 'doc-credential' } },
+    const parser = adapterFor(fake, { tier: 'agentic', version: '2026-09-07', webhookSigningSecret: 'whsec-1', allowedPageFailureRatio: 0.2, jobTimeout: { baseSeconds: 600, perPageSeconds: 30 } });
+    const { jobId, status } = await parser.submit({
+      bytes: await fixture('sample.pdf'),
+      fileName: 'sample.pdf',
+      mediaType: 'application/pdf',
+      webhook: { url: 'https://hooks.example.com/v1/webhooks/llamaparse/doc-1', headers: { 'X-Docpipe-Webhook-Token': 'v1.1.abc' } },
     });
-    const job = fake.jobs.get(jobId);
-    assert.ok(job, 'the fake knows the job');
-    assert.equal(job.fileName, 'keepers.md');
-    assert.equal(job.mediaType, 'text/markdown');
-    assert.equal(job.parseMode, 'parse_page_with_llm');
-    assert.equal(job.legacyWebhookUrl, null);
-    assert.deepEqual(job.webhookConfig, {
-      webhook_url: 'http://127.0.0.1:9/v1/webhooks/llamaparse',
+    assert.match(jobId, /^pjb-/);
+    assert.equal(status, 'PENDING');
+    const job = fake.jobs.get(jobId)!;
+    assert.deepEqual([job.fileName, job.mediaType, job.tier, job.version], ['sample.pdf', 'application/pdf', 'agentic', '2026-09-07']);
+    assert.deepEqual(job.configuration.processing_control, {
+      timeouts: { base_in_seconds: 600, extra_time_per_page_in_seconds: 30 },
+      job_failure_conditions: { allowed_page_failure_ratio: 0.2 },
+    });
+    assert.deepEqual(job.webhookConfigs, [{
+      webhook_url: 'https://hooks.example.com/v1/webhooks/llamaparse/doc-1',
       webhook_events: ['parse.success', 'parse.error', 'parse.partial_success', 'parse.cancelled'],
-      webhook_headers: { 'X-Docpipe-Token': 'doc-credential' },
+      webhook_headers: { 'X-Docpipe-Webhook-Token': 'v1.1.abc' },
       webhook_output_format: 'json',
-    });
-    assert.equal(fake.calls[0]!.authorization, `Bearer ${fake.apiKey}`);
-    assert.equal((await parser.status(jobId)).status, 'PENDING');
+      webhook_signing_secret: 'whsec-1',
+    }]);
   });
 
-  test('without a webhook no webhook_configurations are sent; status and result round-trip', async () => {
+  test('without a webhook none is configured; status, result, pages and credits round-trip', async () => {
     const fake = await fakeWith();
     const parser = adapterFor(fake);
-    const { jobId } = await parser.submit({ bytes: await fixture('sample.pdf'), fileName: 'eddystone.pdf', mediaType: 'application/pdf', webhook: null });
-    assert.equal(fake.jobs.get(jobId)!.webhookConfig, null);
-    assert.equal(fake.jobs.get(jobId)!.parseMode, null);
-    const job = await waitForStatus(parser, jobId);
-    assert.deepEqual(job, { id: jobId, status: 'SUCCESS', errorCode: null, errorMessage: null });
-    const result = await parser.result(jobId);
-    assert.equal(result.pages, 2);
-    assert.match(result.markdown, /Henry Winstanley raised[\s\S]*\n---\n[\s\S]*James Douglass/);
+    const { jobId } = await parser.submit({ bytes: await fixture('sample.pdf'), fileName: 'sample.pdf', mediaType: 'application/pdf', webhook: null });
+    assert.deepEqual(fake.jobs.get(jobId)!.webhookConfigs, []);
+    const done = await waitForStatus(parser, jobId);
+    assert.deepEqual(done, { id: jobId, status: 'SUCCESS', errorCode: null, errorMessage: null, credits: 6 });
+    const parsed = await parser.result(jobId);
+    assert.equal(parsed.pages, 2);
+    assert.equal(parsed.warning, undefined);
+    assert.match(parsed.markdown, /Henry Winstanley raised[\s\S]*\n\n---\n\n[\s\S]*James Douglass built/);
   });
 
-  test('organization_id and project_id go on every call; a wrong project is PARSER_FORBIDDEN', async () => {
+  test('the fast tier has no markdown: result() reads the text pages', async () => {
+    const fake = await fakeWith();
+    const parser = adapterFor(fake, { tier: 'fast' });
+    const { jobId } = await parser.submit({ bytes: await fixture('sample.pdf'), fileName: 'sample.pdf', mediaType: 'application/pdf', webhook: null });
+    await waitForStatus(parser, jobId);
+    const parsed = await parser.result(jobId);
+    assert.equal(parsed.pages, 2);
+    assert.match(parsed.markdown, /Henry Winstanley raised/);
+    assert.ok(fake.calls.some((c) => c.route === 'result' && String(c.query.expand) === 'text'), 'asked for expand=text');
+  });
+
+  test('pages that failed within the allowed ratio: the result carries a PARTIAL_SUCCESS warning naming them', async () => {
+    const fake = await fakeWith();
+    fake.setOutcome(() => ({ failedPages: [2], pageError: 'OCR failed' }));
+    const parser = adapterFor(fake, { allowedPageFailureRatio: 0.5 });
+    const { jobId } = await parser.submit({ bytes: await fixture('sample.pdf'), fileName: 'sample.pdf', mediaType: 'application/pdf', webhook: null });
+    assert.equal((await waitForStatus(parser, jobId)).status, 'SUCCESS');
+    const parsed = await parser.result(jobId);
+    assert.equal(parsed.pages, 2);
+    assert.match(parsed.markdown, /Henry Winstanley raised/);
+    assert.doesNotMatch(parsed.markdown, /James Douglass/);
+    assert.deepEqual(parsed.warning, { code: 'PARTIAL_SUCCESS', message: '1 of 2 pages could not be parsed: page 2: OCR failed' });
+  });
+
+  test('FAILED carries the reason code found in error_message; CANCELLED too; a message without one gives null', async () => {
+    const fake = await fakeWith({ processingMs: Number.POSITIVE_INFINITY });
+    const parser = adapterFor(fake);
+    const cases: Array<[{ status: 'FAILED' | 'CANCELLED'; errorMessage: string }, ProviderJob['status'], string | null]> = [
+      [{ status: 'FAILED', errorMessage: 'PDF_IS_PROTECTED: the PDF is password protected' }, 'ERROR', 'PDF_IS_PROTECTED'],
+      [{ status: 'FAILED', errorMessage: 'Something broke' }, 'ERROR', null],
+      [{ status: 'CANCELLED', errorMessage: 'Cancelled by the user' }, 'CANCELLED', null],
+    ];
+    for (const [outcome, status, code] of cases) {
+      const { jobId } = await submitText(parser);
+      await fake.finishJob(jobId, outcome);
+      const job = await parser.status(jobId);
+      assert.deepEqual([job.status, job.errorCode, job.errorMessage], [status, code, outcome.errorMessage]);
+    }
+  });
+
+  test('organization_id and project_id go on every call; a project the key does not belong to is PARSER_FORBIDDEN', async () => {
     const fake = await fakeWith({ requireProjectId: 'proj-1', requireOrganizationId: 'org-1' });
     const parser = adapterFor(fake, { organizationId: 'org-1', projectId: 'proj-1' });
     const { jobId } = await submitText(parser);
     await waitForStatus(parser, jobId);
     await parser.result(jobId);
-    assert.deepEqual(new Set(fake.calls.map((c) => c.route)), new Set(['upload', 'status', 'result']));
-    for (const call of fake.calls) {
-      assert.deepEqual([call.query.organization_id, call.query.project_id], ['org-1', 'proj-1'], `${call.route} ${call.url}`);
-    }
-    assert.equal(fake.jobs.get(jobId)!.projectId, 'proj-1');
-
-    const wrong = adapterFor(fake, { organizationId: 'org-1', projectId: 'proj-2' });
+    const mine = fake.calls.filter((c) => c.route === 'upload' || c.route === 'status' || c.route === 'result');
+    assert.ok(mine.length >= 3);
+    for (const call of mine) assert.deepEqual([call.query.organization_id, call.query.project_id], ['org-1', 'proj-1'], call.url);
     const before = fake.requests.upload;
-    const err = await rejectsWith(submitText(wrong), { code: 'PARSER_FORBIDDEN', permanent: true, status: 403 });
-    assert.match(err.message, /LLAMAPARSE_PROJECT_ID/);
+    await rejectsWith(submitText(adapterFor(fake, { organizationId: 'org-1', projectId: 'proj-2' })), { code: 'PARSER_FORBIDDEN', permanent: true, status: 403 });
     assert.equal(fake.requests.upload - before, 1, 'a 403 is not retried');
   });
 
   test('a bad key is a permanent PARSER_AUTH_FAILED after exactly one request, without the key in the message', async () => {
     const fake = await fakeWith();
-    const secretKey = 'llx-wrong-key-that-must-not-leak';
-    const parser = createLlamaParseParser({ apiKey: secretKey, baseUrl: fake.url, timeoutSeconds: 5 });
-    const err = await rejectsWith(submitText(parser), { code: 'PARSER_AUTH_FAILED', permanent: true, status: 401 });
-    assert.match(err.message, /LLAMAPARSE_API_KEY/);
-    assert.ok(!err.message.includes(secretKey));
+    const key = 'llx-wrong-key-that-must-not-leak';
+    const err = await rejectsWith(submitText(adapterFor(fake, { apiKey: key })), { code: 'PARSER_AUTH_FAILED', permanent: true, status: 401 });
     assert.equal(fake.requests.upload, 1);
-
-    // The same on status and result.
-    await rejectsWith(parser.status('some-job'), { code: 'PARSER_AUTH_FAILED', permanent: true });
-    await rejectsWith(parser.result('some-job'), { code: 'PARSER_AUTH_FAILED', permanent: true });
-    assert.deepEqual(fake.requests, { upload: 1, status: 1, result: 1 });
+    assert.doesNotMatch(err.message, /wrong-key/);
+    assert.match(err.message, /LLAMAPARSE_API_KEY/);
   });
 
-  test('an injected 401 or 403 on status is not retried either', async () => {
+  test('402 (credits exhausted) is a permanent PARSER_QUOTA_EXCEEDED; 422 a permanent PARSER_REJECTED with the validation detail', async () => {
     const fake = await fakeWith();
-    const parser = adapterFor(fake);
-    const { jobId } = await submitText(parser);
-    fake.failNext('status', 401);
-    await rejectsWith(parser.status(jobId), { code: 'PARSER_AUTH_FAILED', permanent: true });
-    fake.failNext('status', 403);
-    await rejectsWith(parser.status(jobId), { code: 'PARSER_FORBIDDEN', permanent: true });
-    assert.equal(fake.requests.status, 2);
+    fake.failNext('upload', 402);
+    await rejectsWith(submitText(adapterFor(fake)), { code: 'PARSER_QUOTA_EXCEEDED', permanent: true, status: 402 });
+    const err = await rejectsWith(submitText(adapterFor(fake, { tier: 'turbo' as never })), { code: 'PARSER_REJECTED', permanent: true, status: 422 });
+    assert.match(err.message, /HTTP 422\): .*tier/);
   });
 
-  test('429 with Retry-After: 1 is waited out, then the call succeeds', async () => {
+  test('an unknown job is a permanent PARSER_JOB_NOT_FOUND', async () => {
     const fake = await fakeWith();
+    await rejectsWith(adapterFor(fake).status('pjb-000000000000000000000000'), { code: 'PARSER_JOB_NOT_FOUND', permanent: true, status: 404 });
+  });
+
+  test('429 and 5xx are retried by the SDK (counted per attempt), then the call succeeds', async () => {
+    const fake = await fakeWith();
+    const [limitedBefore, serverBefore] = [await counterValue('upload', 'rate_limited'), await counterValue('status', 'server_error')];
+    fake.failNext('upload', 429);
     const parser = adapterFor(fake);
-    const rateLimitedBefore = await counterValue('upload', 'rate_limited');
-    fake.failNext('upload', 429, 1, { 'Retry-After': '1' });
-    const started = Date.now();
     const { jobId } = await submitText(parser);
-    const waited = Date.now() - started;
-    assert.ok(waited >= 900, `waited ${waited} ms`);
-    assert.ok(fake.jobs.has(jobId));
     assert.equal(fake.requests.upload, 2);
-    assert.equal((await counterValue('upload', 'rate_limited')) - rateLimitedBefore, 1);
-  });
-
-  test('retry-after-ms is honoured too', async () => {
-    const fake = await fakeWith();
-    const parser = adapterFor(fake);
-    fake.failNext('status', 503, 1, { 'retry-after-ms': '300' });
-    const { jobId } = await submitText(parser);
-    const started = Date.now();
+    fake.failNext('status', 503, 2);
     await parser.status(jobId);
-    assert.ok(Date.now() - started >= 280);
-    assert.equal(fake.requests.status, 2);
+    assert.equal(fake.requests.status, 3);
+    assert.equal((await counterValue('upload', 'rate_limited')) - limitedBefore, 1);
+    assert.equal((await counterValue('status', 'server_error')) - serverBefore, 2);
   });
 
-  test('500 twice then success succeeds', async () => {
+  test('a persistent 503 gives a non-permanent PARSER_UNAVAILABLE after maxRetries + 1 requests', async () => {
     const fake = await fakeWith();
-    const parser = adapterFor(fake, { maxRetryWaitMs: 50 });
-    const { jobId } = await submitText(parser);
-    await waitForStatus(parser, jobId);
-    fake.failNext('result', 500, 2);
-    const result = await parser.result(jobId);
-    assert.match(result.markdown, /Bell Rock/);
-    assert.equal(result.pages, 1);
-    assert.equal(fake.requests.result, 3);
-  });
-
-  test('a persistent 503 gives a non-permanent PARSER_UNAVAILABLE after maxAttempts requests', async () => {
-    const fake = await fakeWith();
-    const parser = adapterFor(fake, { maxAttempts: 3, maxRetryWaitMs: 20 });
     fake.failNext('upload', 503, 10);
-    await rejectsWith(submitText(parser), { code: 'PARSER_UNAVAILABLE', permanent: false, status: 503 });
+    await rejectsWith(submitText(adapterFor(fake, { maxRetries: 2 })), { code: 'PARSER_UNAVAILABLE', permanent: false, status: 503 });
     assert.equal(fake.requests.upload, 3);
   });
 
-  test('a persistent 429 gives PARSER_RATE_LIMITED carrying retryAfterMs; a longer Retry-After than allowed is not slept', async () => {
+  test('a Retry-After longer than the worker may sleep is not slept: PARSER_RATE_LIMITED at once, carrying retryAfterMs for the job queue', async () => {
     const fake = await fakeWith();
-    const parser = adapterFor(fake, { maxAttempts: 2, maxRetryWaitMs: 50 });
-    fake.failNext('upload', 429, 10, { 'Retry-After': '0' });
-    const err = await rejectsWith(submitText(parser), { code: 'PARSER_RATE_LIMITED', permanent: false, status: 429 });
-    assert.equal(err.details.retryAfterMs, 0);
-    assert.equal(fake.requests.upload, 2);
-
-    fake.reset();
-    fake.failNext('upload', 429, 1, { 'Retry-After': '120' });
+    fake.failNext('upload', 429, 5, { 'retry-after': '120' });
     const started = Date.now();
-    const long = await rejectsWith(submitText(parser), { code: 'PARSER_RATE_LIMITED', permanent: false });
-    assert.equal(long.details.retryAfterMs, 120_000);
-    assert.ok(Date.now() - started < 1000, 'gave the wait back to the job queue');
-  });
-
-  test('network errors and timeouts are retried, then PARSER_UNAVAILABLE', async () => {
-    const fake = await fakeWith();
-    const parser = adapterFor(fake, { maxAttempts: 2, maxRetryWaitMs: 20, timeoutSeconds: 0.3 });
-    const { jobId } = await submitText(parser);
-    fake.failNext('status', 0); // connection dropped once
-    await parser.status(jobId);
-    assert.equal(fake.requests.status, 2);
-
-    fake.failNext('status', -1, 2); // the server hangs, twice
-    const err = await rejectsWith(parser.status(jobId), { code: 'PARSER_UNAVAILABLE', permanent: false });
-    assert.match(err.message, /timed out/);
-
-    const closedPort = createLlamaParseParser({ apiKey: 'k', baseUrl: 'http://127.0.0.1:1', timeoutSeconds: 2, maxAttempts: 2, maxRetryWaitMs: 10 });
-    await rejectsWith(submitText(closedPort), { code: 'PARSER_UNAVAILABLE', permanent: false });
-  });
-
-  test('unknown jobs are PARSER_JOB_NOT_FOUND; refused uploads are PARSER_REJECTED with the detail', async () => {
-    const fake = await fakeWith();
-    const parser = adapterFor(fake);
-    await rejectsWith(parser.status('no-such-job'), { code: 'PARSER_JOB_NOT_FOUND', permanent: true, status: 404 });
-    await rejectsWith(parser.result('no-such-job'), { code: 'PARSER_JOB_NOT_FOUND', permanent: true, status: 404 });
-    fake.failNext('upload', 413);
-    await rejectsWith(submitText(parser), { code: 'PARSER_REJECTED', permanent: true, status: 413 });
+    const err = await rejectsWith(submitText(adapterFor(fake, { maxRetryWaitMs: 60_000 })), { code: 'PARSER_RATE_LIMITED', permanent: false, status: 429 });
+    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+    assert.equal(err.details.retryAfterMs, 120_000);
     assert.equal(fake.requests.upload, 1);
-    const bad = await rejectsWith(
-      parser.submit({ bytes: TEXT, fileName: 'x.txt', mediaType: 'text/plain', webhook: { url: 'not a url', headers: {} } }),
-      { code: 'PARSER_REJECTED', permanent: true, status: 400 },
-    );
-    assert.match(bad.message, /webhook_url must be an http\(s\) URL/);
-    // The result of an unfinished job is refused too.
-    fake.setProcessingMs(Number.POSITIVE_INFINITY);
-    const { jobId } = await submitText(parser);
-    const early = await rejectsWith(parser.result(jobId), { code: 'PARSER_REJECTED', permanent: true, status: 400 });
-    assert.match(early.message, /Job not completed/);
+    assert.match(err.message, /retry after 120 s/);
   });
 
-  test('ERROR, PARTIAL_SUCCESS and CANCELLED carry errorCode and errorMessage', async () => {
+  test('a short Retry-After is waited out', async () => {
     const fake = await fakeWith();
-    const parser = adapterFor(fake);
-    for (const status of ['ERROR', 'PARTIAL_SUCCESS', 'CANCELLED'] as const) {
-      fake.setOutcome((fileName) => (fileName === 'bell-rock.txt' ? { status, errorCode: `CODE_${status}`, errorMessage: `message ${status}` } : null));
-      const { jobId } = await submitText(parser);
-      assert.deepEqual(await waitForStatus(parser, jobId), { id: jobId, status, errorCode: `CODE_${status}`, errorMessage: `message ${status}` });
-      if (status === 'PARTIAL_SUCCESS') assert.match((await parser.result(jobId)).markdown, /Bell Rock/);
-    }
-    fake.setOutcome(null);
-    const { jobId } = await parser.submit({ bytes: Buffer.from('%PDF-1.7 garbage'), fileName: 'broken.pdf', mediaType: 'application/pdf', webhook: null });
-    const job = await waitForStatus(parser, jobId);
-    assert.equal(job.status, 'ERROR');
-    assert.equal(job.errorCode, 'NO_DATA_FOUND_IN_FILE');
-    assert.ok(job.errorMessage);
+    fake.failNext('upload', 429, 1, { 'retry-after': '1' });
+    const started = Date.now();
+    await submitText(adapterFor(fake));
+    assert.ok(Date.now() - started >= 900, `retried after ${Date.now() - started} ms`);
+    assert.equal(fake.requests.upload, 2);
   });
 
-  test('result pages come from job_metadata, else from the page separators', async () => {
-    const fake = await fakeWith({ processingMs: Number.POSITIVE_INFINITY });
-    const parser = adapterFor(fake);
-    const { jobId } = await parser.submit({ bytes: await fixture('sample.pdf'), fileName: 'e.pdf', mediaType: 'application/pdf', webhook: null });
-    await fake.finishJob(jobId);
-    assert.equal((await parser.result(jobId)).pages, 2);
-
-    // A server without job_metadata: count the "\n---\n" separators.
-    const server = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ markdown: 'one\n---\ntwo\n---\nthree', job_metadata: { job_pages: 0 } }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
-    const port = (server.address() as { port: number }).port;
-    const bare = createLlamaParseParser({ apiKey: 'k', baseUrl: `http://127.0.0.1:${port}`, timeoutSeconds: 5 });
-    assert.deepEqual(await bare.result('x'), { markdown: 'one\n---\ntwo\n---\nthree', pages: 3 });
+  test('dropped connections and a hung server are retried, then PARSER_UNAVAILABLE (not permanent)', async () => {
+    const fake = await fakeWith();
+    fake.failNext('status', 0, 10);
+    const dropped = await rejectsWith(adapterFor(fake, { maxRetries: 1 }).status('pjb-x'), { code: 'PARSER_UNAVAILABLE', permanent: false });
+    assert.match(dropped.message, /failed/);
+    assert.equal(fake.requests.status, 2);
+    fake.reset();
+    fake.failNext('status', -1, 10);
+    const hung = await rejectsWith(adapterFor(fake, { maxRetries: 0, timeoutSeconds: 1 }).status('pjb-y'), { code: 'PARSER_UNAVAILABLE', permanent: false });
+    assert.match(hung.message, /timed out after 1 s/);
   });
 
-  test('unknown status strings are a non-permanent error; known non-terminal ones are PENDING', async () => {
-    let answer = 'RUNNING';
-    const server = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ id: 'j1', status: answer, error_code: null, error_message: null }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
-    const port = (server.address() as { port: number }).port;
-    const parser = createLlamaParseParser({ apiKey: 'k', baseUrl: `http://127.0.0.1:${port}`, timeoutSeconds: 5 });
-    assert.equal((await parser.status('j1')).status, 'PENDING');
-    answer = 'EXPLODED';
-    await rejectsWith(parser.status('j1'), { code: 'PARSER_BAD_RESPONSE', permanent: false });
+  test('the time limit grows with the pages: base + per page x pages + 5 minutes', () => {
+    const parser = createLlamaParseParser({ apiKey: 'k', baseUrl: 'http://127.0.0.1:9', tier: 'fast', version: 'latest', timeoutSeconds: 1, jobTimeout: { baseSeconds: 1800, perPageSeconds: 60 } });
+    assert.equal(parser.timeLimitSeconds(1), 1800 + 60 + 300);
+    assert.equal(parser.timeLimitSeconds(500), 1800 + 30_000 + 300);
+    assert.equal(parser.timeLimitSeconds(0), 1800 + 60 + 300, 'at least one page');
   });
 });
-
-// The fake's own behaviour (webhooks, fault modes, admin API) is pinned by
-// test/unit/llamaparse-fake.test.ts and test/contract/llamaparse-v2.test.ts.
