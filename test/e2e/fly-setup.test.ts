@@ -97,6 +97,10 @@ test('creates the apps, stages what each app needs to run, creates the bucket, p
   assert.equal(configs.worker!.webhook.publicUrl, `https://${good.WEBHOOK_APP}.fly.dev`);
   assert.deepEqual([configs.worker!.parser.kind, configs.worker!.embedder.kind], ['llamaparse', 'openai']);
   assert.equal(configs.api!.webhook.secret, undefined, 'the api holds no webhook key');
+  const signing = /^LLAMAPARSE_WEBHOOK_SIGNING_SECRET=(\S{32,})$/m.exec(result.envFile)?.[1];
+  assert.ok(signing, 'the generated signing key is kept in the file');
+  assert.equal(configs.webhook!.webhook.llamaparseSigningSecret, signing, 'the webhook verifies LC-Signature');
+  assert.ok(configs.worker!.parser.kind === 'llamaparse' && configs.worker!.parser.webhookSigningSecret === signing, 'the worker sends the key it is verified with');
 
   assert.ok(storage.buckets.has('documents'), 'the bucket was created');
   assert.match(result.stdout, new RegExp(`fly deploy -c fly.api.toml -a ${good.API_APP}`));
@@ -107,7 +111,7 @@ test('creates the apps, stages what each app needs to run, creates the bucket, p
   // A second run keeps the key (the webhook and worker would otherwise fall out of step).
   const again = await run(Object.fromEntries(result.envFile.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])));
   assert.equal(again.status, 0, again.stderr);
-  assert.doesNotMatch(again.stdout, /generated WEBHOOK_SECRET/);
+  assert.doesNotMatch(again.stdout, /generated (WEBHOOK_SECRET|LLAMAPARSE_WEBHOOK_SIGNING_SECRET)/);
   assert.ok((await flyCalls()).some((c) => c.includes(`WEBHOOK_SECRET=${generated}`)));
 });
 
