@@ -494,7 +494,7 @@ async function main(): Promise<Results> {
   const runtime: Runtime = await openRuntime(config, logger, 'bench');
   onCleanup('docpipe runtime', () => runtime.close());
   const jwt = await jwtSettings(config);
-  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
+  const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, embedder: runtime.providers.embedder, vectors: runtime.vectors, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
   const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
   onCleanup('api', () => api.app.close());
 
@@ -758,11 +758,13 @@ async function main(): Promise<Results> {
   const helmeted = await startHelloWorld((app) => registerEdgeSecurity(app as never, { corsOrigins: [] }));
   onCleanup('hello-world + helmet', () => helmeted.app.close());
   const budgeted = await buildApiApp({
-    config: { ...config, http: { ...config.http, rateLimits: { ...config.http.rateLimits, perAddress: 10_000_000, uploads: 10_000_000, longPolls: 10_000_000, requests: 10_000_000 } } },
+    config: { ...config, http: { ...config.http, rateLimits: { ...config.http.rateLimits, perAddress: 10_000_000, uploads: 10_000_000, searches: 10_000_000, longPolls: 10_000_000, requests: 10_000_000 } } },
     jwt,
     logger,
     ctx: runtime.ctx,
     storage: runtime.providers.storage,
+    embedder: runtime.providers.embedder,
+    vectors: runtime.vectors,
     uploadSigningKey: runtime.uploadSigningKey,
     readiness: runtime.readiness,
   });

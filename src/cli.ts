@@ -8,6 +8,7 @@ import os from 'node:os';
 import { ConfigError, configTable, envExample, loadConfig, type Config, type ServiceName } from './config.ts';
 import { createSql } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
+import { EmbeddingDimensionsError, openVectorStore } from './db/vectors.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
 import { startMetricsServer } from './observability/metrics.ts';
 import { DOCTOR_USAGE, formatReport, parseDoctorArgs, runDoctor } from './ops/doctor.ts';
@@ -190,7 +191,7 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
       urls.webhook = await listen(webhook, config.host, config.webhookPort);
     }
     if (services.includes('api') && !draining) {
-      const { app } = await buildApiApp({ config, jwt, jwksUrl: config.jwt.jwksUrl, logger, ctx: rt.ctx, storage: rt.providers.storage, uploadSigningKey: rt.uploadSigningKey, readiness: rt.readiness });
+      const { app } = await buildApiApp({ config, jwt, jwksUrl: config.jwt.jwksUrl, logger, ctx: rt.ctx, storage: rt.providers.storage, embedder: rt.providers.embedder, vectors: rt.vectors, uploadSigningKey: rt.uploadSigningKey, readiness: rt.readiness });
       closers.push(() => closeHttp(app));
       urls.api = await listen(app, config.host, config.apiPort);
     }
@@ -282,13 +283,17 @@ async function main(argv: string[]): Promise<void> {
     case 'webhook':
       return runServices(config, logger, [command]);
     case 'migrate': {
-      const applied = await withDatabase(config, logger, (sql) => migrate(sql, { log: (m) => logger.info(m) }));
+      const applied = await withDatabase(config, logger, async (sql) => {
+        // The release command: a changed EMBEDDING_DIMENSIONS stops the deploy here, before any machine changes.
+        await openVectorStore(sql, config.embedder.dimensions);
+        return migrate(sql, { log: (m) => logger.info(m), embeddingDimensions: config.embedder.dimensions });
+      });
       logger.info({ applied }, applied.length ? 'migrations applied' : 'database is current');
       return;
     }
     case 'rebuild-projections': {
       const result = await withDatabase(config, logger, async (sql) => {
-        await migrate(sql);
+        await migrate(sql, { embeddingDimensions: config.embedder.dimensions });
         return rebuildProjections(sql);
       });
       logger.info(result, 'projections rebuilt');
@@ -343,8 +348,14 @@ async function main(argv: string[]): Promise<void> {
 try {
   await main(process.argv.slice(2));
 } catch (err) {
-  process.stderr.write(`docpipe: ${(err as Error)?.stack ?? String(err)}\n`);
-  process.exitCode = 1;
+  if (err instanceof EmbeddingDimensionsError) {
+    // The operator's to fix, like a configuration error: one line that says how, exit code 2.
+    process.stderr.write(`docpipe: ${err.code}: ${err.message}\n`);
+    process.exitCode = 2;
+  } else {
+    process.stderr.write(`docpipe: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
 }
 // One-shot commands end here; services keep running on their open handles until a signal.
 if (process.exitCode) process.exit(process.exitCode);

@@ -2,6 +2,9 @@
 // transaction, recorded in docpipe.schema_migrations with a checksum. A transaction-scoped
 // advisory lock serialises concurrent runners (two machines of a deploy starting at once);
 // unlike a session lock it also works through Supavisor's transaction mode.
+// A migration cannot read the configuration; what it needs of it the runner sets as settings of
+// the migration's transaction, read with current_setting(name, true):
+//   docpipe.embedding_dimensions  EMBEDDING_DIMENSIONS (005: the size of the pgvector column)
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -53,8 +56,15 @@ async function ensureLedger(sql: Sql): Promise<void> {
   });
 }
 
+export interface MigrateOptions {
+  dir?: string;
+  log?: (msg: string) => void;
+  /** EMBEDDING_DIMENSIONS; required where pgvector is available, until migration 005 is applied. */
+  embeddingDimensions?: number;
+}
+
 /** Applies pending migrations; returns the versions it applied (empty when already current). */
-export async function migrate(sql: Sql, options: { dir?: string; log?: (msg: string) => void } = {}): Promise<number[]> {
+export async function migrate(sql: Sql, options: MigrateOptions = {}): Promise<number[]> {
   const migrations = await loadMigrations(options.dir);
   await ensureLedger(sql);
   const applied: number[] = [];
@@ -65,6 +75,9 @@ export async function migrate(sql: Sql, options: { dir?: string; log?: (msg: str
       if (row) {
         if (row.checksum !== m.checksum) throw new MigrationChecksumError(m.version, m.name);
         return false;
+      }
+      if (options.embeddingDimensions !== undefined) {
+        await tx`select set_config('docpipe.embedding_dimensions', ${String(options.embeddingDimensions)}, true)`;
       }
       await tx.unsafe(m.sql);
       await tx`insert into docpipe.schema_migrations (version, name, checksum) values (${m.version}, ${m.name}, ${m.checksum})`;

@@ -408,6 +408,8 @@ async function storeChunks(tx: Db, documentId: string, run: number, chunks: { in
 }
 
 async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChunk: number, vectors: Float32Array[]): Promise<void> {
+  // With pgvector, a trigger moves what is written to `embedding` into `embedding_vector`
+  // (migration 005): this statement is the same on both storages, and the previous release's.
   const indexes = vectors.map((_, i) => fromChunk + i);
   const literals = vectors.map((v) => `{${Array.from(v).join(',')}}`);
   const updated = await tx`

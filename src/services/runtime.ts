@@ -9,6 +9,7 @@ import type { Config } from '../config.ts';
 import { canPrepare, createSql, type Sql } from '../db/client.ts';
 import { EmbeddedPgError, startEmbeddedPostgres, type EmbeddedPg } from '../db/embedded.ts';
 import { migrate } from '../db/migrate.ts';
+import { openVectorStore, type VectorStore } from '../db/vectors.ts';
 import type { CommandContext } from '../documents/commands.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createProviders, type Providers } from '../providers/index.ts';
@@ -83,6 +84,8 @@ export interface Runtime {
   logger: Logger;
   database: Database;
   sql: Sql;
+  /** Where the chunks' embeddings are; its dimension is the configuration's (checked at start-up). */
+  vectors: VectorStore;
   boss: PgBoss;
   ctx: CommandContext;
   providers: Providers;
@@ -95,9 +98,11 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
   const sql = createSql(database.url, { max: config.databasePoolMax, applicationName: `docpipe-${instanceName}` });
   try {
     if (database.embedded) {
-      const applied = await migrate(sql, { log: (m) => logger.info(m) });
+      const applied = await migrate(sql, { log: (m) => logger.info(m), embeddingDimensions: config.embedder.dimensions });
       if (applied.length) logger.info({ applied }, 'migrations applied');
     }
+    // Refused (EMBEDDING_DIMENSIONS_MISMATCH) before anything embeds or searches with another size.
+    const vectors = await openVectorStore(sql, config.embedder.dimensions);
     const boss = await startBoss({ url: database.url, settings: config.queue, logger, instanceName });
     const jwt = await jwtSettings(config);
     const signingKey = await uploadSigningKey(config, jwt);
@@ -124,6 +129,7 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
       logger,
       database,
       sql,
+      vectors,
       boss,
       ctx: { sql, jobs: bossJobSender(boss, { prepare: canPrepare(database.url) }) },
       providers,

@@ -17,7 +17,7 @@ import { freePort } from '../../src/util/free-port.ts';
 import { createDatabase, type TestDatabase } from './db.ts';
 
 export const TEST_JWT_SECRET = 'test-secret-test-secret-test-secret-0123456789';
-export const NO_RATE_LIMITS = { RATE_LIMIT_PER_ADDRESS: '0', RATE_LIMIT_UPLOADS: '0', RATE_LIMIT_LONG_POLLS: '0', RATE_LIMIT_REQUESTS: '0' } as const;
+export const NO_RATE_LIMITS = { RATE_LIMIT_PER_ADDRESS: '0', RATE_LIMIT_UPLOADS: '0', RATE_LIMIT_SEARCHES: '0', RATE_LIMIT_LONG_POLLS: '0', RATE_LIMIT_REQUESTS: '0' } as const;
 export const TEST_WEBHOOK_SECRET = 'test-webhook-secret-test-webhook-secret-01';
 
 export interface TestStack {
@@ -82,7 +82,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
   const logger = options.logger ?? createLogger(config.logLevel);
   const runtime = await openRuntime(config, logger, 'test');
   const jwt: JwtSettings = { secret: TEST_JWT_SECRET, audience: config.jwt.audience, issuer: config.jwt.issuer };
-  const api = await buildApiApp({ config, jwt, jwksUrl: config.jwt.jwksUrl, logger, ctx: runtime.ctx, storage: runtime.providers.storage, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
+  const api = await buildApiApp({ config, jwt, jwksUrl: config.jwt.jwksUrl, logger, ctx: runtime.ctx, storage: runtime.providers.storage, embedder: runtime.providers.embedder, vectors: runtime.vectors, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
   const apiUrl = await api.app.listen({ host: '127.0.0.1', port: config.apiPort });
   const webhook = await buildWebhookApp({ ctx: runtime.ctx, config, logger, readiness: runtime.readiness });
   const webhookUrl = await webhook.listen({ host: '127.0.0.1', port: config.webhookPort });

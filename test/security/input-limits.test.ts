@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { sep } from 'node:path';
 import { after, test } from 'node:test';
 import { MAX_HEADERS, MAX_JSON_DEPTH } from '../../src/services/http.ts';
 import { startStack } from '../helpers/stack.ts';
@@ -20,11 +21,14 @@ async function expectError(res: Response, status: number, code: string): Promise
   assert.ok(body.error?.requestId);
 }
 
-/** Rows of the event log and upload reservations, and files in storage. */
+/** Rows of the event log and upload reservations, and files in storage (outside its temp area). */
 async function stored(): Promise<{ rows: number; files: number }> {
   const rows = (await stack.runtime.sql`select (select count(*) from docpipe.events)::int + (select count(*) from docpipe.pending_uploads)::int as n`)[0]!.n as number;
   const dir = stack.config.storage.kind === 'fs' ? stack.config.storage.dir : null;
-  const files = dir ? (await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => [])).filter((e) => e.isFile()).length : 0;
+  // The temp area is not storage: readiness checks write and remove a probe file there at any moment.
+  const files = dir
+    ? (await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => [])).filter((e) => e.isFile() && !e.parentPath.split(sep).includes('.tmp')).length
+    : 0;
   return { rows, files };
 }
 

@@ -1,8 +1,9 @@
 // Request budgets and long-poll caps over real HTTP (services/api/limits.ts): per address before
-// authentication (so a flood of bad tokens is cut off), per user after it in separate budgets,
-// open long-polls per user and in total; every refusal a 429 with Retry-After, RateLimit-* and
-// the error shape, nothing stored, the service still answering. The address is Fly-Client-IP
-// only with TRUST_PROXY=fly: a client cannot forge it otherwise.
+// authentication (so a flood of bad tokens is cut off), per user after it in separate budgets
+// (uploads, searches, long-polls, the rest), open long-polls per user and in total; every refusal
+// a 429 with Retry-After, RateLimit-* and the error shape, nothing stored, the service still
+// answering. The address is Fly-Client-IP only with TRUST_PROXY=fly: a client cannot forge it
+// otherwise.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { startStack, type TestStack } from '../helpers/stack.ts';
@@ -19,7 +20,7 @@ async function expect429(res: Response, code: string, limit?: number): Promise<v
   }
 }
 
-const budgets = { RATE_LIMIT_PER_ADDRESS: '0', RATE_LIMIT_UPLOADS: '0', RATE_LIMIT_LONG_POLLS: '0', RATE_LIMIT_REQUESTS: '0' };
+const budgets = { RATE_LIMIT_PER_ADDRESS: '0', RATE_LIMIT_UPLOADS: '0', RATE_LIMIT_SEARCHES: '0', RATE_LIMIT_LONG_POLLS: '0', RATE_LIMIT_REQUESTS: '0' };
 const stacks: TestStack[] = [];
 after(() => Promise.all(stacks.map((s) => s.close())));
 async function stack(env: Record<string, string>): Promise<TestStack> {
@@ -70,7 +71,7 @@ describe('TRUST_PROXY=fly: the address is Fly-Client-IP', async () => {
 });
 
 describe('per user, after authentication', async () => {
-  const s = await stack({ RATE_LIMIT_REQUESTS: '5', RATE_LIMIT_UPLOADS: '2', RATE_LIMIT_LONG_POLLS: '3' });
+  const s = await stack({ RATE_LIMIT_REQUESTS: '5', RATE_LIMIT_UPLOADS: '2', RATE_LIMIT_SEARCHES: '2', RATE_LIMIT_LONG_POLLS: '3' });
 
   test('requests: RateLimit-Remaining counts down, the 6th is 429, another user is not affected', async () => {
     const remaining: string[] = [];
@@ -91,6 +92,14 @@ describe('per user, after authentication', async () => {
     const rows = await s.runtime.sql`select 1 from docpipe.document_status where owner_id = 'user-u'`;
     assert.equal(rows.length, 2, 'the refused upload stored nothing');
     assert.equal((await fetch(`${s.apiUrl}/v1/documents`, { headers: bearer(s, 'user-u') })).status, 200);
+  });
+
+  test('searches have their own budget: the 3rd is 429; other requests still pass', async () => {
+    const search = () =>
+      fetch(`${s.apiUrl}/v1/search`, { method: 'POST', headers: { ...bearer(s, 'user-q'), 'content-type': 'application/json' }, body: '{"query":"lamp"}' });
+    for (let i = 0; i < 2; i++) assert.equal((await search()).status, 200);
+    await expect429(await search(), 'RATE_LIMITED', 2);
+    assert.equal((await fetch(`${s.apiUrl}/v1/documents`, { headers: bearer(s, 'user-q') })).status, 200);
   });
 
   test('long-polls have their own budget', async () => {

@@ -17,7 +17,9 @@ import { pino } from 'pino';
 import { parse as parseToml } from 'smol-toml';
 import ts from 'typescript';
 import { ConfigError, loadConfig, SPEC, type Config, type ServiceName } from '../../src/config.ts';
+import { inspectVectorStore } from '../../src/db/vectors.ts';
 import { startMetricsServer } from '../../src/observability/metrics.ts';
+import { createLocalEmbedder } from '../../src/providers/embedder/local.ts';
 import { createStorage } from '../../src/providers/index.ts';
 import { buildApiApp } from '../../src/services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from '../../src/services/http.ts';
@@ -490,6 +492,8 @@ before(async () => {
     logger: silent,
     ctx,
     storage: createStorage(apiConfig, uploadSigningKey),
+    embedder: createLocalEmbedder({ dimensions: apiConfig.embedder.dimensions }),
+    vectors: await inspectVectorStore(db.sql),
     uploadSigningKey,
   });
   apps.set('api', api.app);

@@ -1,5 +1,5 @@
 // The API service: Fastify with multipart uploads, bearer-JWT auth on every /v1 route, the
-// document routes and health, and bounds on what uploads may hold (upload-guard.ts).
+// document routes, search and health, and bounds on what uploads may hold (upload-guard.ts).
 // `buildApiApp` wires it from a runtime; tests call it directly.
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
@@ -7,9 +7,10 @@ import swagger from '@fastify/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../../config.ts';
 import { migrationsCurrent } from '../../db/migrate.ts';
+import type { VectorStore } from '../../db/vectors.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
-import type { Storage } from '../../providers/types.ts';
+import type { Embedder, Storage } from '../../providers/types.ts';
 import { createAudit, type Audit, type AuditEntry } from '../../security/audit.ts';
 import { createJwksCache } from '../../security/jwks.ts';
 import { createThreats, type RequestContext } from '../../security/threats.ts';
@@ -22,6 +23,7 @@ import { ErrorBody } from './schemas.ts';
 import { registerDocumentRoutes } from './documents.ts';
 import { budgetOf, clientAddress, createLimits } from './limits.ts';
 import { StatusWaiter } from './status-waiter.ts';
+import { registerSearchRoutes } from './search.ts';
 import { registerFsUploadRoute } from './storage-upload.ts';
 import { createUploadGuard } from './upload-guard.ts';
 import { registerUploadRoutes } from './uploads.ts';
@@ -37,13 +39,17 @@ const ALLOWED_ROLES = new Set(['authenticated', 'service_role']);
 const API_VERSION = '1.0.0';
 
 export interface ApiDeps {
-  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'uploads' | 'http' | 'security'>;
+  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'searchEmbedTimeoutSeconds' | 'uploads' | 'http' | 'security'>;
   jwt: JwtSettings;
   /** JWT_JWKS_URL: ES256/RS256 user tokens by kid, beside (or instead of) the HS256 secret. */
   jwksUrl?: string;
   logger: Logger;
   ctx: CommandContext;
   storage: Storage;
+  /** Embeds search queries, as the worker embeds chunks. */
+  embedder: Embedder;
+  /** Where the embeddings are (runtime.vectors). */
+  vectors: VectorStore;
   /** Key of the fs storage's signed upload URLs (PUT /v1/storage/upload); see runtime.uploadSigningKey. */
   uploadSigningKey: Buffer;
   /** Extra readiness checks (the queue, for one). */
@@ -223,6 +229,13 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   }
 
   registerAdminRoutes(app, { sql: deps.ctx.sql, principal });
+  registerSearchRoutes(app, {
+    sql: deps.ctx.sql,
+    embedder: deps.embedder,
+    vectors: deps.vectors,
+    embedTimeoutMs: deps.config.searchEmbedTimeoutSeconds * 1000,
+    principal,
+  });
   registerDocumentRoutes(app, {
     ctx: deps.ctx,
     storage: deps.storage,

@@ -60,6 +60,18 @@ function ownerScope(principal: Principal): string | null {
   return principal.role === 'service_role' ? null : principal.sub;
 }
 
+/**
+ * Whose documents a request covers (a list, a search): the caller's own; for the service role
+ * anyone's (null), or the one owner `?owner=` names. A user may name only themselves.
+ */
+export function requestedOwner(principal: Principal, owner: string | undefined): string | null {
+  const scope = ownerScope(principal);
+  if (owner !== undefined && scope !== null && owner !== scope) {
+    throw new HttpError(403, 'FORBIDDEN_OWNER', 'only the service role may name another owner\'s documents');
+  }
+  return owner ?? scope;
+}
+
 async function findOwned(sql: Sql, id: string, owner: string | null): Promise<DocumentStatusRow> {
   const [row] = await sql<DocumentStatusRow[]>`
     select * from docpipe.document_status
@@ -243,12 +255,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
   }, async (request) => {
     const principal = options.principal(request);
     const { status, limit, cursor } = request.query;
-    // The service role lists anyone's documents (all, or one owner's); a user only their own.
-    const scope = ownerScope(principal);
-    if (request.query.owner !== undefined && scope !== null && request.query.owner !== scope) {
-      throw new HttpError(403, 'FORBIDDEN_OWNER', 'only the service role may list another owner\'s documents');
-    }
-    const owner = request.query.owner ?? scope;
+    const owner = requestedOwner(principal, request.query.owner);
     let after: { t: string; i: string } | null = null;
     if (cursor) {
       try {

@@ -1,8 +1,9 @@
 // Request budgets of the API (@fastify/rate-limit's counters, fixed one-minute windows):
 //   - per client address, before authentication: floods of bad tokens, scans, unauthenticated
 //     uploads are cut off before any work;
-//   - per user, after it, in three budgets: uploads (POST /v1/documents, /v1/uploads...),
-//     long-polls (GET with ?wait), and every other request;
+//   - per user, after it, in four budgets: uploads (POST /v1/documents, /v1/uploads...),
+//     searches (POST /v1/search: each embeds its query, from the provider budget the workers
+//     draw on too), long-polls (GET with ?wait), and every other request;
 //   - open long-polls, per user and in total: each holds a connection and a listener for up to
 //     LONG_POLL_MAX_SECONDS, so they are capped by count, not only by rate.
 // A refusal is 429 with Retry-After, RateLimit-Limit/Remaining/Reset and the error shape.
@@ -18,6 +19,7 @@ export interface RateLimitSettings {
   perAddress: number;
   /** Per user per minute. */
   uploads: number;
+  searches: number;
   longPolls: number;
   requests: number;
   /** Open long-polls at once. */
@@ -25,7 +27,7 @@ export interface RateLimitSettings {
   longPollsMax: number;
 }
 
-export type UserBudget = 'uploads' | 'longPolls' | 'requests';
+export type UserBudget = 'uploads' | 'searches' | 'longPolls' | 'requests';
 
 /**
  * The client's address: Fly-Client-IP when the service is behind Fly's proxy (TRUST_PROXY=fly),
@@ -49,6 +51,13 @@ type Checker = (request: FastifyRequest) => Promise<Check>;
 type Counted = Extract<Check, { isAllowed: false }>;
 
 const WINDOW_MS = 60_000;
+
+const REFUSALS: Record<UserBudget, string> = {
+  uploads: 'too many uploads',
+  searches: 'too many searches',
+  longPolls: 'too many long-polls',
+  requests: 'too many requests',
+};
 
 export interface Limits {
   /** Before authentication: the client address's budget. Throws 429. */
@@ -77,6 +86,7 @@ export function createLimits(app: App, settings: RateLimitSettings): Limits {
   const byAddress = checker(settings.perAddress);
   const byUser: Record<UserBudget, Checker> = {
     uploads: checker(settings.uploads),
+    searches: checker(settings.searches),
     longPolls: checker(settings.longPolls),
     requests: checker(settings.requests),
   };
@@ -94,7 +104,7 @@ export function createLimits(app: App, settings: RateLimitSettings): Limits {
       keyed.set(request, `${budget}:${sub}`);
       const check = await byUser[budget](request);
       if (check.isAllowed) return;
-      if (check.isExceeded) refuse(check, budget === 'uploads' ? 'too many uploads' : budget === 'longPolls' ? 'too many long-polls' : 'too many requests');
+      if (check.isExceeded) refuse(check, REFUSALS[budget]);
       reply.header('ratelimit-limit', String(check.max));
       reply.header('ratelimit-remaining', String(Math.max(0, check.remaining)));
       reply.header('ratelimit-reset', String(Math.max(0, check.ttlInSeconds)));
@@ -126,6 +136,7 @@ export function createLimits(app: App, settings: RateLimitSettings): Limits {
 export function budgetOf(request: FastifyRequest): UserBudget {
   const path = request.url.split('?')[0]!;
   if (request.method === 'POST' && (path === '/v1/documents' || path.startsWith('/v1/uploads'))) return 'uploads';
+  if (request.method === 'POST' && request.routeOptions.url === '/v1/search') return 'searches';
   const wait = Number((request.query as { wait?: unknown } | undefined)?.wait ?? 0);
   if (request.method === 'GET' && wait > 0) return 'longPolls';
   return 'requests';

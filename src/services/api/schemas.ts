@@ -58,12 +58,14 @@ export const GetQuery = Type.Object({
   wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, description: 'Long-poll: seconds to wait for a change' })),
 });
 
+/** One owner's documents (the service role; a user may name only themselves). */
+const Owner = Type.String({ minLength: 1, maxLength: 255 });
+
 export const ListQuery = Type.Object({
   status: Type.Optional(Status),
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
   cursor: Type.Optional(Type.String({ maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })),
-  /** One owner's documents (the service role; a user may name only themselves). */
-  owner: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  owner: Type.Optional(Owner),
 });
 
 export const DocumentList = Type.Object({
@@ -90,6 +92,46 @@ export const ReprocessBody = Type.Union([
   Type.Object({ reason: Type.Optional(Type.String({ maxLength: 500 })) }, { additionalProperties: false }),
   Type.Null(),
 ]);
+
+/** Bounds of POST /v1/search (docs/PROVIDERS.md, "Search"). */
+export const SEARCH_LIMITS = {
+  /** A question or a passage, not a document: OpenAI takes 8,191 tokens, about 30,000 characters. */
+  queryMaxChars: 4000,
+  /** match_chunks (migration 005) caps match_count at the same number. */
+  maxK: 50,
+  defaultK: 5,
+  maxDocumentIds: 100,
+} as const;
+
+export const SearchQuery = Type.Object({ owner: Type.Optional(Owner) });
+
+export const SearchBody = Type.Object(
+  {
+    // \S: a query of whitespace alone has no words to embed.
+    query: Type.String({ minLength: 1, maxLength: SEARCH_LIMITS.queryMaxChars, pattern: '\\S', description: 'The text to find chunks like' }),
+    k: Type.Integer({ minimum: 1, maximum: SEARCH_LIMITS.maxK, default: SEARCH_LIMITS.defaultK, description: 'How many chunks to return' }),
+    documentIds: Type.Optional(
+      // The pattern as well: Ajv's uuid format also takes a urn:uuid: prefix, which Postgres refuses.
+      Type.Array(Type.String({ format: 'uuid', pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' }), {
+        maxItems: SEARCH_LIMITS.maxDocumentIds,
+        description: 'Search within these documents only',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const SearchResults = Type.Object({
+  results: Type.Array(
+    Type.Object({
+      documentId: Type.String(),
+      chunkIndex: Type.Integer(),
+      /** Cosine similarity of the chunk's embedding and the query's, -1 to 1 (higher is closer). */
+      score: Type.Number(),
+      text: Type.String(),
+    }),
+  ),
+});
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
