@@ -43,7 +43,7 @@ export interface Config {
     publicApiUrl: string;
     /** Largest direct-to-storage upload (POST /v1/uploads). */
     directMaxBytes: number;
-    /** Validity of a signed upload URL (Supabase fixes its own at 2 h). */
+    /** Validity of a signed upload URL (fs storage; Supabase's is the server's setting, read from its token). */
     urlTtlSeconds: number;
   };
   chunking: { maxTokens: number; overlapTokens: number; maxDocumentTokens: number };
@@ -262,7 +262,7 @@ export const SPEC: VarSpec[] = [
   { name: 'WEBHOOK_PUBLIC_URL', default: undefined, description: 'Base URL at which LlamaCloud reaches the webhook service (https://<app>.fly.dev). Unset: no webhooks, polling only.', parse: httpUrl },
   { name: 'WEBHOOK_SECRET', default: undefined, description: 'HMAC key (>= 32 chars) of the per-document webhook credentials. Required with WEBHOOK_PUBLIC_URL. A Fly secret.', parse: secret, secret: true },
   { name: 'WEBHOOK_DELIVERY_RETENTION_DAYS', default: '7', description: 'Webhook delivery ids (de-duplication) are kept this long, then removed by the worker\'s maintenance job.', parse: int(1, 3650) },
-  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'Sent to LlamaCloud as each job\'s webhook_signing_secret; the webhook service then requires a valid LC-Signature as well. Worker and webhook need the same value.', parse: text, secret: true },
+  { name: 'LLAMAPARSE_WEBHOOK_SIGNING_SECRET', default: undefined, description: 'Sent to LlamaCloud as each job\'s webhook_signing_secret (>= 32 chars); the webhook service then requires a valid LC-Signature as well. Worker and webhook need the same value. A Fly secret.', parse: secret, secret: true },
   { name: 'DOCPIPE_EMBEDDER', default: 'local', description: 'Embedder adapter: local (lexical feature hashing, not semantic) or openai.', parse: oneOf('local', 'openai') },
   { name: 'EMBEDDING_DIMENSIONS', default: '512', description: 'Vector dimensions (openai: the `dimensions` parameter of text-embedding-3 models).', parse: int(8, 4096) },
   { name: 'OPENAI_API_KEY', default: undefined, description: 'OpenAI API key (DOCPIPE_EMBEDDER=openai). A Fly secret.', parse: text, secret: true },

@@ -330,6 +330,9 @@ export async function runParseResult(deps: PipelineDeps, job: JobData, { log }: 
     const pastDeadline = () => state.parseDeadline !== null && Date.now() >= Date.parse(state.parseDeadline);
     const pollAgain = async (): Promise<StageOutcome> => {
       if (pastDeadline()) {
+        // Given up: stop the provider's job too, or it runs (and bills) on for nobody.
+        const parser = deps.parser as AsyncParser;
+        await parser.cancel?.(providerJobId).catch((err: unknown) => log.warn({ err, providerJobId }, 'could not cancel the remote parse job given up on'));
         throw new PermanentStageError('PARSE_TIMEOUT', `${deps.parser.kind} job ${providerJobId} did not finish by its deadline (${state.parseDeadline})`);
       }
       // A webhook-sent check that finds the job still running leaves it to the polling chain.

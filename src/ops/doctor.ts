@@ -469,7 +469,7 @@ async function llamaParseCheck(env: NodeJS.ProcessEnv, config: Config | null, in
     // The tier's versions: a pinned LLAMAPARSE_VERSION the API does not know would fail every job (422).
     if (parser.version !== 'latest' && res.status !== 401 && res.status !== 403) {
       const list = await get('/api/v2/parse/versions');
-      versions = list.ok ? await list.json().catch(() => undefined) : undefined;
+      versions = list.ok ? await list.json().catch(() => undefined) : await list.arrayBuffer().then(() => undefined);
     }
   } catch (err) {
     return fail(name, `no answer from ${parser.baseUrl}: ${reason(err)}`, 'check LLAMAPARSE_BASE_URL (https://api.cloud.llamaindex.ai, EU: https://api.cloud.eu.llamaindex.ai) and that this network reaches it');

@@ -127,6 +127,8 @@ export interface AsyncParser {
   status(jobId: string): Promise<ProviderJob>;
   /** The markdown of a finished (SUCCESS) job. */
   result(jobId: string): Promise<ParsedDocument>;
+  /** Stops a job docpipe gave up on, so it bills no more (best effort; optional). */
+  cancel?(jobId: string): Promise<void>;
   /**
    * How long a job for a document of `pages` pages may take before docpipe gives up on it
    * (PARSE_TIMEOUT): the provider's own limit for that size, plus the time its last webhook or

@@ -22,7 +22,7 @@ after(async () => {
   await supabase.close();
 });
 
-const SIGNING_SECRET = 'e2e-lc-signing-secret';
+const SIGNING_SECRET = 'e2e-lc-signing-secret-32-characters';
 
 const stack: TestStack = await startStack({
   webhooks: true,

@@ -209,7 +209,7 @@ export interface FakeLlamaParse {
   /**
    * The next `count` requests to `route` answer `status` (with `headers`, none by default: a 429
    * has no Retry-After) before auth or any processing. Status 0 drops the connection; status -1
-   * never answers (a hung server).
+   * never answers (a hung server); status -2 sends 200 and its headers, then stalls mid-body.
    */
   failNext(route: FakeRoute, status: number, count?: number, headers?: Record<string, string>): void;
   /** Consulted when a job ends (not for cache hits); null: parse normally. */
@@ -647,6 +647,9 @@ export async function startFakeLlamaParse(options: FakeLlamaParseOptions = {}): 
         reply.hijack();
         if (fault.status === 0) request.raw.socket.destroy();
         else {
+          if (fault.status === -2) {
+            request.raw.socket.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"job": {');
+          }
           const socket = request.raw.socket;
           hungSockets.add(socket);
           socket.once('close', () => hungSockets.delete(socket));

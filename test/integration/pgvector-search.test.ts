@@ -25,7 +25,6 @@ import { createLocalEmbedder } from '../../src/providers/embedder/local.ts';
 import { createPageCounter } from '../../src/providers/parser/pages.ts';
 import { createLocalParser } from '../../src/providers/parser/local.ts';
 import { createFsStorage } from '../../src/providers/storage/fs.ts';
-import { DEFAULT_PARSER_LIMITS } from '../../src/providers/types.ts';
 import { QUEUES, type JobRequest } from '../../src/queue/jobs.ts';
 import { createByteBudget } from '../../src/util/byte-budget.ts';
 import { startVectorPostgres } from '../helpers/pglite.ts';
@@ -55,7 +54,7 @@ const deps: PipelineDeps = {
   parser: createLocalParser(),
   // The worker chunks in its sandbox; the chunking itself is this function.
   chunker: { chunk: async (markdown, options) => chunkMarkdown(Buffer.from(markdown).toString('utf8'), options) },
-  pages: createPageCounter(async () => 1, DEFAULT_PARSER_LIMITS),
+  pages: createPageCounter(async () => 1),
   embedder,
   chunking: SEARCH_CHUNKING,
   embedBatchSize: 2,

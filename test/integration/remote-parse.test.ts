@@ -125,15 +125,17 @@ describe('runParseResult', () => {
     assert.equal((await pollJobs(id)).length, before);
   });
 
-  test('past the deadline: the document fails with PARSE_TIMEOUT', async () => {
+  test('past the deadline: the document fails with PARSE_TIMEOUT and the provider job is cancelled', async () => {
     const providerJobId = randomUUID();
     const id = await submitted(providerJobId, new Date(Date.now() - 1000));
-    const deps = depsWith(scriptedParser({ status: () => pending(providerJobId), submits: 0 }));
+    const cancelled: string[] = [];
+    const deps = depsWith({ ...scriptedParser({ status: () => pending(providerJobId), submits: 0 }), cancel: async (jobId: string) => void cancelled.push(jobId) });
     assert.equal(await runParseResult(deps, job(id, providerJobId, 20), { log }), 'failed');
     const row = await statusOf(id);
     assert.equal(row.status, 'failed');
     assert.equal(row.error_code, 'PARSE_TIMEOUT');
     assert.match(row.error_message!, /did not finish by its deadline/);
+    assert.deepEqual(cancelled, [providerJobId], 'the job given up on is cancelled at the provider');
   });
 
   test('a status-route outage while polling: poll again later, the document does not fail', async () => {
@@ -222,7 +224,7 @@ describe('the deadline of a remote parse grows with the document', () => {
   test('a PDF over PDF_MAX_PAGES fails before it is sent (the provider would bill every page); an unreadable one is estimated and sent', async () => {
     const script: Script = { status: () => pending('x'), submits: 0, pages: [] };
     const limits = { ...DEFAULT_PARSER_LIMITS, pdfMaxPages: 1 };
-    const deps: PipelineDeps = { ...depsWith(scriptedParser(script)), pages: createPageCounter((bytes) => countPdfPages(bytes, limits), limits) };
+    const deps: PipelineDeps = { ...depsWith(scriptedParser(script)), pages: createPageCounter((bytes) => countPdfPages(bytes, limits)) };
     const tooLong = await submitDocument(deps, await readFile(new URL('../fixtures/sample.pdf', import.meta.url)), 'application/pdf', 'sample.pdf');
     assert.equal(script.submits, 0);
     const failed = await statusOf(tooLong);

@@ -12,7 +12,7 @@ import { buildWebhookApp } from '../../src/services/webhook/app.ts';
 import { startStack, type TestStack } from '../helpers/stack.ts';
 
 const SECRET = 'webhook-secret-webhook-secret-0123456789';
-const SIGNING = 'lc-signing-secret';
+const SIGNING = 'lc-signing-secret-of-at-least-32-chars';
 const meta = { correlationId: randomUUID(), causationId: null, actor: 'test', requestId: null };
 
 const stack: TestStack = await startStack({ worker: false, env: { WEBHOOK_SECRET: SECRET, WEBHOOK_PUBLIC_URL: 'http://127.0.0.1:9' } });

@@ -274,9 +274,9 @@ describe('provider selection', () => {
 
   test('LlamaParse tier, version and job time limits are checked', () => {
     const base = { DOCPIPE_PARSER: 'llamaparse', LLAMAPARSE_API_KEY: 'llx-key' };
-    const pinned = loadConfig({ ...base, LLAMAPARSE_TIER: 'agentic', LLAMAPARSE_VERSION: '2026-09-07', LLAMAPARSE_WEBHOOK_SIGNING_SECRET: 'whsec', LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: '0.2' });
+    const pinned = loadConfig({ ...base, LLAMAPARSE_TIER: 'agentic', LLAMAPARSE_VERSION: '2026-09-07', LLAMAPARSE_WEBHOOK_SIGNING_SECRET: 'whsec-'.padEnd(32, 'x'), LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: '0.2' });
     assert.ok(pinned.parser.kind === 'llamaparse');
-    assert.deepEqual([pinned.parser.tier, pinned.parser.version, pinned.parser.webhookSigningSecret, pinned.parser.allowedPageFailureRatio], ['agentic', '2026-09-07', 'whsec', 0.2]);
+    assert.deepEqual([pinned.parser.tier, pinned.parser.version, pinned.parser.webhookSigningSecret, pinned.parser.allowedPageFailureRatio], ['agentic', '2026-09-07', 'whsec-'.padEnd(32, 'x'), 0.2]);
     for (const [name, value, message] of [
       ['LLAMAPARSE_TIER', 'premium', /LLAMAPARSE_TIER: must be one of fast, cost_effective, agentic, agentic_plus/],
       ['LLAMAPARSE_VERSION', '2026-13-45', /LLAMAPARSE_VERSION: must be latest or a date/],
@@ -285,6 +285,7 @@ describe('provider selection', () => {
       ['LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS', '301', /LLAMAPARSE_JOB_TIMEOUT_PER_PAGE_SECONDS: must be between 0 and 300/],
       ['LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO', '1.5', /LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: must be a number between 0 and 1/],
       ['LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO', 'half', /LLAMAPARSE_ALLOWED_PAGE_FAILURE_RATIO: must be a number between 0 and 1/],
+      ['LLAMAPARSE_WEBHOOK_SIGNING_SECRET', 'whsec', /LLAMAPARSE_WEBHOOK_SIGNING_SECRET: must be at least 32 characters/],
     ] as const) {
       assert.throws(() => loadConfig({ ...base, [name]: value }), (err: Error) => (assert.match(err.message, message), true), `${name}=${value}`);
     }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { providerRequests } from '../../src/observability/metrics.ts';
-import { createLlamaParseParser, type LlamaParseOptions, type LlamaParseParser } from '../../src/providers/parser/llamaparse.ts';
+import { createLlamaParseParser, reasonCode, type LlamaParseOptions, type LlamaParseParser } from '../../src/providers/parser/llamaparse.ts';
 import { ProviderError, type AsyncParser, type ProviderJob } from '../../src/providers/types.ts';
 import { startFakeLlamaParse, type FakeLlamaParse, type FakeLlamaParseOptions } from '../fakes/llamaparse.ts';
 
@@ -170,10 +170,12 @@ describe('llamaparse adapter (v2)', () => {
     assert.match(err.message, /LLAMAPARSE_API_KEY/);
   });
 
-  test('402 (credits exhausted) is a permanent PARSER_QUOTA_EXCEEDED; 422 a permanent PARSER_REJECTED with the validation detail', async () => {
+  test('402 (credits exhausted) is PARSER_QUOTA_EXCEEDED, retried later by the queue; 422 a permanent PARSER_REJECTED with the validation detail', async () => {
     const fake = await fakeWith();
     fake.failNext('upload', 402);
-    await rejectsWith(submitText(adapterFor(fake)), { code: 'PARSER_QUOTA_EXCEEDED', permanent: true, status: 402 });
+    const quota = await rejectsWith(submitText(adapterFor(fake)), { code: 'PARSER_QUOTA_EXCEEDED', permanent: false, status: 402 });
+    assert.equal(quota.details.retryAfterMs, 15 * 60_000);
+    assert.equal(fake.requests.upload, 1, 'not retried in the call');
     const err = await rejectsWith(submitText(adapterFor(fake, { tier: 'turbo' as never })), { code: 'PARSER_REJECTED', permanent: true, status: 422 });
     assert.match(err.message, /HTTP 422\): .*tier/);
   });
@@ -236,10 +238,47 @@ describe('llamaparse adapter (v2)', () => {
     assert.match(hung.message, /timed out after 1 s/);
   });
 
-  test('the time limit grows with the pages: base + per page x pages + 5 minutes', () => {
+  test('the time limit grows with the pages: base + per page x pages + 30 minutes (queueing, last webhook, next poll)', () => {
     const parser = createLlamaParseParser({ apiKey: 'k', baseUrl: 'http://127.0.0.1:9', tier: 'fast', version: 'latest', timeoutSeconds: 1, jobTimeout: { baseSeconds: 1800, perPageSeconds: 60 } });
-    assert.equal(parser.timeLimitSeconds(1), 1800 + 60 + 300);
-    assert.equal(parser.timeLimitSeconds(500), 1800 + 30_000 + 300);
-    assert.equal(parser.timeLimitSeconds(0), 1800 + 60 + 300, 'at least one page');
+    assert.equal(parser.timeLimitSeconds(1), 1800 + 60 + 1800);
+    assert.equal(parser.timeLimitSeconds(500), 1800 + 30_000 + 1800);
+    assert.equal(parser.timeLimitSeconds(0), 1800 + 60 + 1800, 'at least one page');
+  });
+
+  test('a server that sends its headers and then stalls is a timeout too, not a hung job', async () => {
+    const fake = await fakeWith();
+    fake.failNext('status', -2, 5);
+    const started = Date.now();
+    const err = await rejectsWith(adapterFor(fake, { maxRetries: 0, timeoutSeconds: 1 }).status('pjb-z'), { code: 'PARSER_UNAVAILABLE', permanent: false });
+    assert.match(err.message, /timed out after 1 s/);
+    assert.ok(Date.now() - started < 3000, `gave up after ${Date.now() - started} ms`);
+  });
+
+  test('result() follows the tier the job was parsed with, not the one configured now', async () => {
+    const fake = await fakeWith();
+    const { jobId } = await adapterFor(fake, { tier: 'fast' }).submit({ bytes: await fixture('sample.pdf'), fileName: 'sample.pdf', mediaType: 'application/pdf', webhook: null });
+    const now = adapterFor(fake, { tier: 'agentic' });
+    await waitForStatus(now, jobId);
+    assert.match((await now.result(jobId)).markdown, /Henry Winstanley raised/);
+  });
+
+  test('cancel() stops a job (docpipe calls it when it gives up on one)', async () => {
+    const fake = await fakeWith({ processingMs: Number.POSITIVE_INFINITY });
+    const parser = adapterFor(fake);
+    const { jobId } = await submitText(parser);
+    await parser.cancel!(jobId);
+    assert.equal(fake.jobs.get(jobId)!.status, 'CANCELLED');
+    assert.equal((await parser.status(jobId)).status, 'CANCELLED');
+  });
+});
+
+describe('reasonCode', () => {
+  test('a code that opens the message, else a reason LlamaCloud documents anywhere in it, else null', () => {
+    assert.equal(reasonCode('PDF_IS_PROTECTED: the PDF is password protected'), 'PDF_IS_PROTECTED');
+    assert.equal(reasonCode('TIMEOUT: the job ran over its time limit'), 'TIMEOUT');
+    assert.equal(reasonCode('Failed to parse MY_REPORT_2024.pdf: PDF_IS_PROTECTED'), 'PDF_IS_PROTECTED');
+    assert.equal(reasonCode('upstream HTTP_500; NO_DATA_FOUND_IN_FILE'), 'NO_DATA_FOUND_IN_FILE');
+    assert.equal(reasonCode('Something broke in MY_REPORT_2024.pdf'), null);
+    assert.equal(reasonCode(null), null);
   });
 });

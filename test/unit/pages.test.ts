@@ -12,33 +12,45 @@ const DOCX = 'application/vnd.openxmlformats-officedocument.wordprocessingml.doc
 const limits = DEFAULT_PARSER_LIMITS;
 
 describe('estimatePages', () => {
-  test('text formats: a page per 1,000 bytes; DOCX: a page per 300 bytes; at least 1, at most PDF_MAX_PAGES', () => {
-    assert.equal(estimatePages(0, 'text/plain', limits), 1);
-    assert.equal(estimatePages(1000, 'text/markdown', limits), 1);
-    assert.equal(estimatePages(1001, 'text/html', limits), 2);
-    assert.equal(estimatePages(30_000, DOCX, limits), 100);
-    assert.equal(estimatePages(1e9, 'text/plain', limits), limits.pdfMaxPages);
+  test('text formats: the most of a page per 1,000 bytes, per 40 lines, per form feed; at least 1 and no cap', () => {
+    assert.equal(estimatePages(Buffer.alloc(0), 'text/plain'), 1);
+    assert.equal(estimatePages(Buffer.alloc(1000, 'x'), 'text/markdown'), 1);
+    assert.equal(estimatePages(Buffer.alloc(1001, 'x'), 'text/html'), 2);
+    assert.equal(estimatePages(Buffer.from('a\n'.repeat(400)), 'text/plain'), 10, 'short lines: 800 bytes, 10 pages of 40 lines');
+    assert.equal(estimatePages(Buffer.from('page\f'.repeat(6)), 'text/plain'), 7, 'form feeds start pages');
+    assert.equal(estimatePages(Buffer.alloc(20_000_000, 'x'), 'text/plain'), 20_000, 'no cap: a short deadline would fail a document still being parsed');
+  });
+
+  test('DOCX: a page per 300 bytes of the zipped file', () => {
+    assert.equal(estimatePages(Buffer.alloc(30_000), DOCX), 100);
+    assert.equal(estimatePages(Buffer.alloc(10), DOCX), 1);
   });
 });
 
 describe('createPageCounter', () => {
-  const counter = createPageCounter((bytes) => countPdfPages(bytes, limits), limits);
+  const counter = createPageCounter((bytes) => countPdfPages(bytes, limits));
 
   test("a PDF's pages come from its page tree", async () => {
     assert.equal(await counter.count(await readFile(new URL('../fixtures/sample.pdf', import.meta.url)), 'application/pdf'), 2);
   });
 
   test('a PDF the local reader cannot open gets the byte estimate, not an error', async () => {
-    assert.equal(await counter.count(Buffer.alloc(2500, 'x'), 'application/pdf'), estimatePages(2500, 'application/pdf', limits));
+    assert.equal(await counter.count(Buffer.alloc(2500, 'x'), 'application/pdf'), estimatePages(Buffer.alloc(2500), 'application/pdf'));
   });
 
   test('a PDF over PDF_MAX_PAGES is refused', async () => {
-    const strict = createPageCounter((bytes) => countPdfPages(bytes, { ...limits, pdfMaxPages: 1 }), { pdfMaxPages: 1 });
+    const strict = createPageCounter((bytes) => countPdfPages(bytes, { ...limits, pdfMaxPages: 1 }));
     await assert.rejects(strict.count(await readFile(new URL('../fixtures/sample.pdf', import.meta.url)), 'application/pdf'), DocumentLimitError);
   });
 
+  test("a PDF over the local reader's stream limits is not refused: those protect the local parser, not the bill", async () => {
+    const pdf = await readFile(new URL('../fixtures/sample.pdf', import.meta.url));
+    const tight = createPageCounter((bytes) => countPdfPages(bytes, { ...limits, pdfMaxStreamBytes: 10, pdfMaxInflatedBytes: 10 }));
+    assert.equal(await tight.count(pdf, 'application/pdf'), estimatePages(pdf, 'application/pdf'));
+  });
+
   test('other formats never reach the PDF counter', async () => {
-    const never = createPageCounter(() => assert.fail('the PDF counter was called'), limits);
+    const never = createPageCounter(() => assert.fail('the PDF counter was called'));
     assert.equal(await never.count(Buffer.alloc(5000), 'text/plain'), 5);
   });
 });

@@ -69,17 +69,34 @@ export interface LlamaParseParser extends AsyncParser {
 export const LLAMAPARSE_WEBHOOK_EVENTS = ['parse.success', 'parse.error', 'parse.partial_success', 'parse.cancelled'] as const;
 
 /**
- * After LlamaCloud's own time limit, how long docpipe still waits before it gives up on a job:
- * the last webhook's retries (1 s, 2 s, 4 s, each up to 30 s) or the next poll (at most 60 s).
+ * After LlamaCloud's own time limit, how long docpipe still waits before it gives up on a job. The
+ * limit covers the job's processing only: time queued at LlamaCloud before it starts, the last
+ * webhook's retries (1 s, 2 s, 4 s, each up to 30 s) and the next poll (at most 60 s) come on top.
  */
-const DEADLINE_GRACE_SECONDS = 5 * 60;
+const DEADLINE_GRACE_SECONDS = 30 * 60;
+/** Credits exhausted (402) is an account state an operator fixes: try again this much later. */
+const QUOTA_RETRY_AFTER_MS = 15 * 60_000;
 const DEFAULT_MAX_RETRY_WAIT_MS = 60_000;
 
-type Operation = 'upload' | 'status' | 'result';
+type Operation = 'upload' | 'status' | 'result' | 'cancel';
 type Outcome = 'ok' | 'rate_limited' | 'server_error' | 'client_error' | 'network_error';
 
-/** A failure reason such as PDF_IS_PROTECTED: v2 puts it inside error_message, not in a field. */
-const REASON_CODE = /\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b/;
+/**
+ * v2 has no error_code: the reason (PDF_IS_PROTECTED, TIMEOUT, ...) is inside error_message. A
+ * code that opens the message ("CODE: ...") is taken as is; otherwise only a reason LlamaCloud
+ * documents counts, so that a file name such as MY_REPORT_2024.pdf is never mistaken for one.
+ */
+const LEADING_CODE = /^([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)\s*:/;
+const KNOWN_REASONS = ['PDF_IS_PROTECTED', 'NO_DATA_FOUND_IN_FILE', 'DOCUMENT_TOO_LARGE', 'TOO_MANY_PAGES', 'TIMEOUT'];
+const KNOWN_REASON = new RegExp(`\\b(${KNOWN_REASONS.join('|')})\\b`);
+
+export function reasonCode(message: string | null): string | null {
+  if (!message) return null;
+  return LEADING_CODE.exec(message)?.[1] ?? KNOWN_REASON.exec(message)?.[1] ?? null;
+}
+
+/** Statuses the SDK retries; a Retry-After on them longer than the worker may sleep goes to the queue. */
+const isRetried = (status: number) => status === 408 || status === 409 || status === 429 || status >= 500;
 
 export function createLlamaParseParser(options: LlamaParseOptions): LlamaParseParser {
   const maxRetryWaitMs = Math.max(0, options.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS);
@@ -93,15 +110,20 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
   const instrumentedFetch: typeof fetch = async (input, init) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
     const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
-    const operation: Operation = method === 'POST' ? 'upload' : url.searchParams.has('expand') ? 'result' : 'status';
+    const operation: Operation =
+      method === 'POST' ? (url.pathname.endsWith('/cancel') ? 'cancel' : 'upload') : url.searchParams.has('expand') ? 'result' : 'status';
     const endTimer = providerRequestDuration.startTimer({ provider: 'llamaparse', operation });
     const count = (outcome: Outcome) => {
       endTimer();
       providerRequests.inc({ provider: 'llamaparse', operation, outcome });
     };
+    // The SDK's own timeout stops at the response headers; this one also covers the body, so a
+    // server that stalls mid-answer cannot hold a worker's job.
+    const timeout = AbortSignal.timeout(options.timeoutSeconds * 1000);
+    const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
     let response: Response;
     try {
-      response = await fetch(input, init);
+      response = await fetch(input, { ...init, signal });
     } catch (err) {
       count('network_error');
       throw err;
@@ -109,7 +131,7 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
     const { status } = response;
     count(status < 400 ? 'ok' : status === 429 ? 'rate_limited' : status >= 500 ? 'server_error' : 'client_error');
     const retryAfterMs = parseRetryAfter(response.headers);
-    if (retryAfterMs !== undefined && retryAfterMs > maxRetryWaitMs && (status === 429 || status >= 500)) {
+    if (retryAfterMs !== undefined && retryAfterMs > maxRetryWaitMs && isRetried(status)) {
       const headers = new Headers(response.headers);
       headers.set('x-should-retry', 'false');
       return new Response(response.body, { status, statusText: response.statusText, headers });
@@ -128,8 +150,9 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
     logLevel: 'off',
   });
 
-  /** The key must never reach a log line through an error message, whatever echoes it. */
-  const redact = (text: string) => (options.apiKey ? text.split(options.apiKey).join('[redacted]') : text);
+  /** The key and the signing secret must never reach a log line through an error message, whatever echoes them. */
+  const secrets = [options.apiKey, options.webhookSigningSecret].filter((v): v is string => typeof v === 'string' && v.length >= 8);
+  const redact = (text: string) => secrets.reduce((out, secret) => out.split(secret).join('[redacted]'), text);
 
   function toProviderError(operation: Operation, err: unknown): ProviderError {
     if (err instanceof ProviderError) return err;
@@ -138,6 +161,11 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
     }
     if (err instanceof APIConnectionError) {
       return new ProviderError('PARSER_UNAVAILABLE', redact(`LlamaParse ${operation} request failed: ${describeNetworkError(err)}`), false, {}, { cause: err });
+    }
+    // The body timeout above fires while the SDK reads the answer, outside its own error classes.
+    const name = (err as { name?: string } | null)?.name;
+    if (name === 'TimeoutError' || name === 'AbortError') {
+      return new ProviderError('PARSER_UNAVAILABLE', `LlamaParse ${operation} request timed out after ${options.timeoutSeconds} s`, false, {}, { cause: err });
     }
     if (!(err instanceof APIError) || err.status === undefined) {
       return new ProviderError('PARSER_BAD_RESPONSE', redact(`LlamaParse ${operation} failed: ${(err as Error)?.message ?? String(err)}`), false, {}, { cause: err });
@@ -148,7 +176,14 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
       case status === 401:
         return new ProviderError('PARSER_AUTH_FAILED', 'LlamaParse rejected the API key (HTTP 401): check LLAMAPARSE_API_KEY and that LLAMAPARSE_BASE_URL is its region', true, { status });
       case status === 402:
-        return new ProviderError('PARSER_QUOTA_EXCEEDED', redact(`LlamaParse refused the job: credits or quota exhausted (HTTP 402)${detail ? `: ${detail}` : ''}`), true, { status });
+        // Not the document's fault and fixed by an operator (credits, a project cap): the job
+        // queue tries again later; only exhausted retries fail the document.
+        return new ProviderError(
+          'PARSER_QUOTA_EXCEEDED',
+          redact(`LlamaParse refused the job: credits or quota exhausted (HTTP 402)${detail ? `: ${detail}` : ''}; add credits or raise the project's cap`),
+          false,
+          { status, retryAfterMs: QUOTA_RETRY_AFTER_MS },
+        );
       case status === 403:
         return new ProviderError(
           'PARSER_FORBIDDEN',
@@ -158,7 +193,7 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
         );
       case status === 404 && operation !== 'upload':
         return new ProviderError('PARSER_JOB_NOT_FOUND', redact(`LlamaParse has no such job (HTTP 404)${detail ? `: ${detail}` : ''}; results expire after 48 hours`), true, { status });
-      case status === 429 || status === 408 || status === 409 || status >= 500: {
+      case isRetried(status): {
         const retryAfterMs = err.headers ? parseRetryAfter(err.headers) : undefined;
         return new ProviderError(
           status === 429 ? 'PARSER_RATE_LIMITED' : 'PARSER_UNAVAILABLE',
@@ -203,6 +238,10 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
     mode: 'async',
     pages,
 
+    async cancel(jobId: string): Promise<void> {
+      await call('cancel', () => client.parsing.cancel(jobId, { ...scope }, { maxRetries: 0 }));
+    },
+
     timeLimitSeconds(pages: number): number {
       return options.jobTimeout.baseSeconds + options.jobTimeout.perPageSeconds * Math.max(1, pages) + DEADLINE_GRACE_SECONDS;
     },
@@ -213,7 +252,7 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
           ...scope,
           tier: options.tier,
           version: options.version,
-          // toFile wraps the Buffer without copying; the SDK builds one multipart body from it.
+          // toFile copies the bytes once into a File; the SDK builds one multipart body from it.
           upload_file: await toFile(bytes, fileName, { type: mediaType }),
           processing_control: {
             timeouts: { base_in_seconds: options.jobTimeout.baseSeconds, extra_time_per_page_in_seconds: options.jobTimeout.perPageSeconds },
@@ -238,8 +277,15 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
         }),
       );
       if (typeof job?.id !== 'string' || job.id === '') throw badResponse('upload', 'no job id');
-      // A cache hit can answer COMPLETED at once (and then send no webhook at all).
-      return { jobId: job.id, status: mapStatus('upload', job.status), credits: typeof job.usage?.credits === 'number' ? job.usage.credits : null };
+      // A cache hit can answer COMPLETED at once (and then send no webhook at all). The job exists
+      // whatever its status says: a status we do not know must not make the stage submit again.
+      let status: ProviderJobStatus;
+      try {
+        status = mapStatus('upload', job.status);
+      } catch {
+        status = 'PENDING';
+      }
+      return { jobId: job.id, status, credits: typeof job.usage?.credits === 'number' ? job.usage.credits : null };
     },
 
     async status(jobId: string): Promise<ProviderJob> {
@@ -251,7 +297,7 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
       return {
         id: typeof job?.id === 'string' && job.id !== '' ? job.id : jobId,
         status,
-        errorCode: status === 'ERROR' || status === 'CANCELLED' ? (message?.match(REASON_CODE)?.[0] ?? null) : null,
+        errorCode: status === 'ERROR' || status === 'CANCELLED' ? reasonCode(message) : null,
         errorMessage: message,
         credits: typeof credits === 'number' && Number.isFinite(credits) ? credits : null,
       };
@@ -260,8 +306,10 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
     async result(jobId: string): Promise<ParsedDocument> {
       // Per-page content, not markdown_full: only the pages say which ones failed (v2 has no
       // partial status), and they carry the page count. Fast-tier jobs have no markdown (LlamaCloud
-      // answers 400), only text.
-      const all = await pages(jobId, options.tier === 'fast' ? 'text' : 'markdown');
+      // answers 400), only text: the job's own tier decides, not the one configured now (it may
+      // have changed since the job was submitted).
+      const { job } = await call('status', () => client.parsing.get(jobId, { ...scope }));
+      const all = await pages(jobId, (job?.tier ?? options.tier) === 'fast' ? 'text' : 'markdown');
       const failed = all.filter((p) => !p.success).map((p) => `page ${p.pageNumber}: ${p.error}`);
       // Joined as LlamaCloud joins markdown_full, and as the local parser separates pages.
       const markdown = all.flatMap((p) => (p.success && p.content.trim() !== '' ? [p.content.trim()] : [])).join(PAGE_SEPARATOR);

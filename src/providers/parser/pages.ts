@@ -4,41 +4,50 @@
 // because the count sets docpipe's deadline for the job and a deadline too short would fail a
 // document that the provider was still working on (the provider's own time limit, sent with the
 // job, uses its true count).
-import type { MediaType, ParserLimits, TaskOptions } from '../types.ts';
+import type { MediaType, TaskOptions } from '../types.ts';
 import { DocumentLimitError } from '../types.ts';
 
-/** A page of plain text, markdown or HTML holds at least this many bytes of it. */
+/** A page of plain text, markdown or HTML holds at most this many bytes of it... */
 const TEXT_BYTES_PER_PAGE = 1000;
+/** ...and at most this many lines (short lines: code, verse, lists). */
+const TEXT_LINES_PER_PAGE = 40;
 /** DOCX is zipped (text compresses about 3:1): a page is at least this many bytes of the file. */
 const DOCX_BYTES_PER_PAGE = 300;
+const NEWLINE = 0x0a;
+const FORM_FEED = 0x0c;
 
 export interface PageCounter {
   /**
    * The document's pages (a PDF's page tree) or an estimate that errs high. A PDF over
-   * PDF_MAX_PAGES, or over a stream limit, fails with DocumentLimitError: a remote parser would
-   * bill every page. A PDF the local reader cannot open gets the byte estimate: the remote parser
-   * may still read it.
+   * PDF_MAX_PAGES fails with DocumentLimitError: a remote parser would bill every page. A PDF the
+   * local reader cannot open, or will not (its stream limits protect the local parser, not the
+   * bill), gets the byte estimate: the remote parser may still read it.
    */
   count(bytes: Buffer, mediaType: MediaType, options?: TaskOptions): Promise<number>;
 }
 
-export function estimatePages(bytes: number, mediaType: MediaType, limits: Pick<ParserLimits, 'pdfMaxPages'>): number {
-  const perPage = mediaType === 'text/plain' || mediaType === 'text/markdown' || mediaType === 'text/html' ? TEXT_BYTES_PER_PAGE : DOCX_BYTES_PER_PAGE;
-  return Math.min(limits.pdfMaxPages, Math.max(1, Math.ceil(bytes / perPage)));
+export function estimatePages(bytes: Uint8Array, mediaType: MediaType): number {
+  if (mediaType === 'text/plain' || mediaType === 'text/markdown' || mediaType === 'text/html') {
+    let lines = 0;
+    let formFeeds = 0;
+    for (const byte of bytes) {
+      if (byte === NEWLINE) lines++;
+      else if (byte === FORM_FEED) formFeeds++;
+    }
+    return Math.max(1, Math.ceil(bytes.length / TEXT_BYTES_PER_PAGE), Math.ceil(lines / TEXT_LINES_PER_PAGE), formFeeds + 1);
+  }
+  return Math.max(1, Math.ceil(bytes.length / DOCX_BYTES_PER_PAGE));
 }
 
-export function createPageCounter(
-  countPdf: (bytes: Buffer, options?: TaskOptions) => Promise<number>,
-  limits: Pick<ParserLimits, 'pdfMaxPages'>,
-): PageCounter {
+export function createPageCounter(countPdf: (bytes: Buffer, options?: TaskOptions) => Promise<number>): PageCounter {
   return {
     async count(bytes, mediaType, options) {
-      if (mediaType !== 'application/pdf') return estimatePages(bytes.length, mediaType, limits);
+      if (mediaType !== 'application/pdf') return estimatePages(bytes, mediaType);
       try {
         return await countPdf(bytes, options);
       } catch (err) {
-        if (err instanceof DocumentLimitError || options?.signal?.aborted) throw err;
-        return estimatePages(bytes.length, mediaType, limits);
+        if ((err instanceof DocumentLimitError && err.setting === 'PDF_MAX_PAGES') || options?.signal?.aborted) throw err;
+        return estimatePages(bytes, mediaType);
       }
     },
   };

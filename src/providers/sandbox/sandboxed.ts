@@ -31,5 +31,5 @@ export function createSandboxedChunker(sandbox: Sandbox): Chunker {
 }
 
 export function createSandboxedPageCounter(sandbox: Sandbox, limits: ParserLimits): PageCounter {
-  return createPageCounter((bytes, options) => runTask<number>(sandbox, { kind: 'pdf-pages', bytes, limits }, options), limits);
+  return createPageCounter((bytes, options) => runTask<number>(sandbox, { kind: 'pdf-pages', bytes, limits }, options));
 }

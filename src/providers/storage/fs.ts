@@ -143,7 +143,7 @@ export function createFsStorage(root: string, options: FsStorageOptions = {}): S
 
     async put(key: string, body: Readable | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<StoredObject> {
       const full = pathFor(key);
-      const meter = createPutMeter(options);
+      const meter = createPutMeter(options, body);
       await mkdir(tmpDir, { recursive: true });
       const tmp = resolve(tmpDir, randomUUID());
       // Fsynced before it finishes, so the rename publishes durable bytes.

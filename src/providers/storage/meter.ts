@@ -2,7 +2,7 @@
 // enforces PutOptions (`maxBytes`, and `size`, the exact length a caller declared), so every
 // adapter accepts and refuses the same bodies.
 import { createHash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { ObjectTooLargeError, type PutOptions } from '../types.ts';
 
 /** The body is not as long as the `size` its caller declared (a caller's bug, never retried). */
@@ -24,8 +24,20 @@ export interface PutMeter {
   sha256(): string;
 }
 
-/** Throws before any byte moves when the options contradict themselves or the limit. */
-export function createPutMeter(options: PutOptions): PutMeter {
+/**
+ * Throws before any byte moves when the options contradict themselves or the limit; the body is
+ * then destroyed (it would otherwise stay open, unread, with its socket or file).
+ */
+export function createPutMeter(options: PutOptions, body?: Readable | AsyncIterable<Uint8Array>): PutMeter {
+  try {
+    return meter(options);
+  } catch (err) {
+    if (body instanceof Readable) body.destroy();
+    throw err;
+  }
+}
+
+function meter(options: PutOptions): PutMeter {
   const { maxBytes, size: declared } = options;
   if (declared !== undefined) {
     if (!Number.isSafeInteger(declared) || declared < 0) throw new RangeError(`put size must be a non-negative integer, got ${declared}`);

@@ -303,7 +303,7 @@ export function createSupabaseStorage(options: SupabaseStorageOptions): Storage 
 
     async put(key: string, body: Readable | AsyncIterable<Uint8Array>, putOptions: PutOptions = {}): Promise<StoredObject> {
       assertValidKey(key);
-      const meter = createPutMeter(putOptions);
+      const meter = createPutMeter(putOptions, body);
       let sourceFailure: unknown;
       const source = body instanceof Readable ? body : Readable.from(body);
       source.once('error', (err) => {

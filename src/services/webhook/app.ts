@@ -28,9 +28,13 @@ export interface WebhookDeps {
   expectsDeliveries?: boolean;
 }
 
+/** Largest webhook body accepted (413 beyond). */
+export const WEBHOOK_BODY_LIMIT = 64 * 1024;
+
 export async function buildWebhookApp(deps: WebhookDeps): Promise<App> {
-  // Legacy result payloads carry the whole document's text: allow them, bounded.
-  const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: 10 * 1024 * 1024, maxConnections: deps.config.http?.maxConnections });
+  // A delivery names its job and nothing more (about 200 bytes): 64 KiB is ample, and a sender
+  // with a valid credential still cannot make the service buffer more.
+  const app = createHttpApp({ service: 'webhook', logger: deps.logger, bodyLimit: WEBHOOK_BODY_LIMIT, maxConnections: deps.config.http?.maxConnections });
   // Headers only: LlamaCloud calls from a server, so no browser origin is ever allowed (no CORS).
   await registerEdgeSecurity(app, { corsOrigins: [] });
   registerHealth(app, [{ name: 'database', check: async () => void (await deps.ctx.sql`select 1`) }, ...(deps.readiness ?? [])]);
