@@ -170,11 +170,11 @@ describe('llamaparse adapter (v2)', () => {
     assert.match(err.message, /LLAMAPARSE_API_KEY/);
   });
 
-  test('402 (credits exhausted) is PARSER_QUOTA_EXCEEDED, retried later by the queue; 422 a permanent PARSER_REJECTED with the validation detail', async () => {
+  test('402 (credits exhausted) is a transient PARSER_QUOTA_EXCEEDED (a stage attempt); 422 a permanent PARSER_REJECTED with the validation detail', async () => {
     const fake = await fakeWith();
     fake.failNext('upload', 402);
     const quota = await rejectsWith(submitText(adapterFor(fake)), { code: 'PARSER_QUOTA_EXCEEDED', permanent: false, status: 402 });
-    assert.equal(quota.details.retryAfterMs, 15 * 60_000);
+    assert.match(quota.message, /add credits/);
     assert.equal(fake.requests.upload, 1, 'not retried in the call');
     const err = await rejectsWith(submitText(adapterFor(fake, { tier: 'turbo' as never })), { code: 'PARSER_REJECTED', permanent: true, status: 422 });
     assert.match(err.message, /HTTP 422\): .*tier/);

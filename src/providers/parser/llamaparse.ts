@@ -6,12 +6,12 @@
 // The SDK brings the HTTP client, the multipart upload, timeouts, retries and typed errors. What
 // docpipe adds around it, in one place (`instrumentedFetch` and `toProviderError`):
 // - every HTTP attempt is timed and counted (docpipe_provider_requests_total, _duration_seconds);
-// - the SDK honours any Retry-After however long: a longer pause than MAX_RETRY_WAIT is not slept
-//   in the worker but handed to the job queue (the answer is marked `x-should-retry: false`, the
-//   SDK's own switch, and the error carries retryAfterMs);
-// - SDK errors become ProviderErrors: 401/402/403/400/422 permanent (retrying cannot help and
-//   must not hammer the API with a bad key), 404 a missing job, 408/409/429/5xx and network
-//   errors transient, after the SDK's retries.
+// - the SDK honours any Retry-After however long: a longer pause than maxRetryWaitMs is not slept
+//   in the worker (the answer is marked `x-should-retry: false`, the SDK's own switch); the
+//   attempt ends, the error carries retryAfterMs, and pg-boss retries the stage with its backoff;
+// - SDK errors become ProviderErrors: 401/403/400/422 permanent (retrying cannot help and must
+//   not hammer the API with a bad key), 404 a missing job, 402 (credits), 408/409/429/5xx, timeouts
+//   and network errors transient, after the SDK's retries.
 //
 // v2 has no partial status: a job is COMPLETED with some pages `success: false` (and FAILED when
 // more than the configured share of pages failed). `result()` reads the pages, so it can say which
@@ -74,8 +74,6 @@ export const LLAMAPARSE_WEBHOOK_EVENTS = ['parse.success', 'parse.error', 'parse
  * webhook's retries (1 s, 2 s, 4 s, each up to 30 s) and the next poll (at most 60 s) come on top.
  */
 const DEADLINE_GRACE_SECONDS = 30 * 60;
-/** Credits exhausted (402) is an account state an operator fixes: try again this much later. */
-const QUOTA_RETRY_AFTER_MS = 15 * 60_000;
 const DEFAULT_MAX_RETRY_WAIT_MS = 60_000;
 
 type Operation = 'upload' | 'status' | 'result' | 'cancel';
@@ -176,13 +174,13 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
       case status === 401:
         return new ProviderError('PARSER_AUTH_FAILED', 'LlamaParse rejected the API key (HTTP 401): check LLAMAPARSE_API_KEY and that LLAMAPARSE_BASE_URL is its region', true, { status });
       case status === 402:
-        // Not the document's fault and fixed by an operator (credits, a project cap): the job
-        // queue tries again later; only exhausted retries fail the document.
+        // Not the document's fault and fixed by an operator (credits, a project cap): a stage
+        // attempt, retried with the queue's backoff; only exhausted retries fail the document.
         return new ProviderError(
           'PARSER_QUOTA_EXCEEDED',
-          redact(`LlamaParse refused the job: credits or quota exhausted (HTTP 402)${detail ? `: ${detail}` : ''}; add credits or raise the project's cap`),
+          redact(`LlamaParse refused the job: credits or quota exhausted (HTTP 402)${detail ? `: ${detail}` : ''}; add credits or raise the project's cap, then reprocess`),
           false,
-          { status, retryAfterMs: QUOTA_RETRY_AFTER_MS },
+          { status },
         );
       case status === 403:
         return new ProviderError(
