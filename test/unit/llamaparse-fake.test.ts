@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startFakeLlamaParse, type FakeLlamaParse, type FakeLlamaParseOptions } from '../fakes/llamaparse.ts';
+import type { FakeLlamaParse } from '../fakes/llamaparse.ts';
+import { fakeLlamaParsePerTest } from '../helpers/fake-llamaparse.ts';
 
 const TEXT = Buffer.from('Plain text about the Bell Rock lighthouse.\n');
 
@@ -15,11 +16,7 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-async function fakeWith(options: FakeLlamaParseOptions = {}): Promise<FakeLlamaParse> {
-  const fake = await startFakeLlamaParse(options);
-  cleanups.push(() => fake.close());
-  return fake;
-}
+const fakeWith = fakeLlamaParsePerTest();
 
 async function waitUntil<T>(check: () => T | undefined | false, timeoutMs = 5000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -2,29 +2,21 @@
 // it maps statuses, pages and errors, and the retry policy it adds to the SDK's. The cases it
 // shares with the official SDK are in test/contract/llamaparse-v2.test.ts; the fake's own
 // behaviour in test/unit/llamaparse-fake.test.ts.
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { providerRequests } from '../../src/observability/metrics.ts';
 import { createLlamaParseParser, reasonCode, type LlamaParseOptions, type LlamaParseParser } from '../../src/providers/parser/llamaparse.ts';
 import { ProviderError, type AsyncParser, type ProviderJob } from '../../src/providers/types.ts';
-import { startFakeLlamaParse, type FakeLlamaParse, type FakeLlamaParseOptions } from '../fakes/llamaparse.ts';
+import type { FakeLlamaParse } from '../fakes/llamaparse.ts';
+import { fakeLlamaParsePerTest } from '../helpers/fake-llamaparse.ts';
 
 const fixture = (name: string) => readFile(new URL(`../fixtures/${name}`, import.meta.url));
 const TEXT = Buffer.from('Plain text about the Bell Rock lighthouse.\n');
 
-// Each test gets its own fake (and receiver), closed afterwards even when the test fails.
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!();
-});
-
-async function fakeWith(options: FakeLlamaParseOptions = {}): Promise<FakeLlamaParse> {
-  const fake = await startFakeLlamaParse(options);
-  cleanups.push(() => fake.close());
-  return fake;
-}
+// Each test gets its own fake, closed afterwards even when the test fails.
+const fakeWith = fakeLlamaParsePerTest();
 
 function adapterFor(fake: FakeLlamaParse, options: Partial<LlamaParseOptions> = {}): LlamaParseParser {
   return createLlamaParseParser({
