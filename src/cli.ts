@@ -293,6 +293,8 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'rebuild-projections': {
       const result = await withDatabase(config, logger, async (sql) => {
+        // As `migrate`: a changed EMBEDDING_DIMENSIONS stops here, before anything changes.
+        await openVectorStore(sql, config.embedder.dimensions);
         await migrate(sql, { embeddingDimensions: config.embedder.dimensions });
         return rebuildProjections(sql);
       });

@@ -2,7 +2,8 @@
 // real[] and scored exactly in SQL), with the local parser and embedder: the expected chunk first
 // for a query built from a document's text, owners and the service role, reprocessed and deleted
 // documents that never leak their old chunks, a code for each bad input and for an embedder
-// failure, and a changed EMBEDDING_DIMENSIONS refused at start-up.
+// failure (and for a query over the model's token limit), and a changed EMBEDDING_DIMENSIONS
+// refused at start-up.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, describe, test } from 'node:test';
@@ -195,6 +196,21 @@ describe('an embedder failure', () => {
     openai.setDelayMs(0);
   });
 
+  test('a query within 4,000 characters but over the model\'s 8,191 tokens (4,000 emoji): 400 INVALID_QUERY, and nothing is sent', async () => {
+    openai.reset();
+    const query = '🦀'.repeat(4000);
+    const res = await fetch(`${failing.apiUrl}/v1/search`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${failing.token('user-a')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ query }),
+    });
+    const body = (await res.json()) as Json;
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.error.code, 'INVALID_QUERY');
+    assert.match(body.error.message, /more tokens than the embedding model takes/);
+    assert.equal(openai.requests.length, 0);
+  });
+
   test('a refusal (HTTP 400): 502 EMBEDDER_FAILED', async () => {
     openai.reset();
     openai.failNext(400);
@@ -203,7 +219,7 @@ describe('an embedder failure', () => {
 });
 
 describe('a changed EMBEDDING_DIMENSIONS is refused at start-up', () => {
-  test('by every service (openRuntime), by `docpipe api` and by `docpipe migrate`, with EMBEDDING_DIMENSIONS_MISMATCH', async () => {
+  test('by every service (openRuntime), by `docpipe api`, `docpipe migrate` and `docpipe rebuild-projections`, with EMBEDDING_DIMENSIONS_MISMATCH', async () => {
     const stored = stack.config.embedder.dimensions;
     const env = { ...stack.env, EMBEDDING_DIMENSIONS: String(stored * 2), API_PORT: String(await freePort()), LOG_LEVEL: 'error' };
     await assert.rejects(openRuntime(loadConfig(env), createLogger('silent'), 'test'), (err: unknown) => {
@@ -225,11 +241,14 @@ describe('a changed EMBEDDING_DIMENSIONS is refused at start-up', () => {
     const line = JSON.parse(logged.split('\n').find((l) => l.includes('start-up failed'))!) as Json;
     assert.equal(line.err.code, 'EMBEDDING_DIMENSIONS_MISMATCH');
 
-    const migrate = spawnCli('migrate', env);
-    let stderr = '';
-    migrate.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const [migrateExit] = (await once(migrate, 'exit')) as [number];
-    assert.equal(migrateExit, 2);
-    assert.match(stderr, new RegExp(`^docpipe: EMBEDDING_DIMENSIONS_MISMATCH: EMBEDDING_DIMENSIONS is ${stored * 2}, but`));
+    // The commands that migrate: `migrate` (the release command) and `rebuild-projections`.
+    for (const command of ['migrate', 'rebuild-projections']) {
+      const child = spawnCli(command, env);
+      let stderr = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const [exit] = (await once(child, 'exit')) as [number];
+      assert.equal(exit, 2, `${command}: ${stderr}`);
+      assert.match(stderr, new RegExp(`^docpipe: EMBEDDING_DIMENSIONS_MISMATCH: EMBEDDING_DIMENSIONS is ${stored * 2}, but`));
+    }
   });
 });

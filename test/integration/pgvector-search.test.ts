@@ -3,16 +3,19 @@
 // and search code run against it, as they do against Supabase: the extension goes to the schema
 // `extensions`, the vector column follows EMBEDDING_DIMENSIONS, an HNSW index orders the search,
 // existing real[] embeddings are moved over, a changed dimension is refused, reprocessed and
-// deleted documents never answer, and docpipe.match_chunks under the documented row-level
-// security shows each user their own chunks only.
+// deleted documents never answer, a selective filter still fills k when the index walk stops
+// early, and docpipe.match_chunks under the documented row-level security shows each user their
+// own chunks only. A role that may not create the extension gets the real[] path.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import type { Db } from '../../src/db/client.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { EmbeddingDimensionsError, inspectVectorStore, openVectorStore, type VectorStore } from '../../src/db/vectors.ts';
 import { execute, type CommandContext } from '../../src/documents/commands.ts';
@@ -88,8 +91,55 @@ async function search(store: VectorStore, query: string, options: Partial<Search
 const realArray = (v: Float32Array) => `{${v.join(',')}}`;
 
 let store: VectorStore;
+/** The crowd's document: 1,000 chunks nearer to VOLCANO_SENTENCE than any of user A's (withCrowdAndScanLimit). */
+let crowd: string | undefined;
 const docs: Record<keyof typeof CORPUS, string> = { lighthouses: '', beekeeping: '', volcanoes: '', sourdough: '' };
 let legacyId: string;
+
+// Another owner holds 1,000 chunks nearer to the query than any of user A's, and the session
+// lets an index walk visit 100 tuples past its first ef_search candidates at most
+// (hnsw.max_scan_tuples: 20,000 by default; in production, 30,000 nearer chunks did what 1,000
+// do here). Sorts are disabled so that the planner
+// takes the index wherever it can: on a table this small it would rather score user A's few
+// chunks exactly, which is right, and hides the walk's limit.
+async function withCrowdAndScanLimit<T>(fn: () => Promise<T>): Promise<T> {
+  if (!crowd) {
+    crowd = randomUUID();
+    await sql`
+      insert into docpipe.document_status (id, owner_id, file_name, media_type, size_bytes, sha256, storage_key, status, run, version, uploaded_at, updated_at)
+      values (${crowd}, 'crowd', 'crowd.md', 'text/markdown', 1, ${'0'.repeat(64)}, 'k', 'ready', 1, 1, now(), now())`;
+    const texts = Array.from({ length: 1000 }, (_, i) => `${VOLCANO_SENTENCE} variant ${i}`);
+    const vectors = await embedder.embed(texts);
+    await sql`
+      insert into docpipe.document_chunks ${sql(texts.map((content, i) => ({ document_id: crowd, chunk_index: i, run: 1, content, token_count: 20, embedding: realArray(vectors[i]!) })))}`;
+    const everyone = await search(store, VOLCANO_SENTENCE, { owner: null, k: 50 });
+    assert.ok(everyone.every((h) => h.documentId === crowd), 'the crowd is nearest');
+  }
+  // PGlite is one session (the pool has one connection): session settings hold for what follows.
+  // Plans cached while the table was small (prepared statements', and on PostgreSQL 18 SQL
+  // functions') would score user A's few chunks exactly, whatever the settings: planned afresh.
+  await sql`discard plans`;
+  await sql`set enable_sort = off`;
+  await sql`set hnsw.max_scan_tuples = 100`;
+  try {
+    return await fn();
+  } finally {
+    await sql`reset enable_sort`;
+    await sql`reset hnsw.max_scan_tuples`;
+    await sql`reset plan_cache_mode`;
+  }
+}
+
+/** How many rows an index walk alone gives (user A's, or under RLS whatever the caller sees) under the session's limit. */
+async function indexWalkAlone(query: Float32Array, db: Db, owner: string | null = USER_A): Promise<number> {
+  const rows = await db.unsafe(
+    `select document_id from docpipe.searchable_chunks
+     where embedding_vector is not null ${owner === null ? '' : 'and owner_id = $2'}
+     order by embedding_vector operator(extensions.<=>) $1::extensions.vector limit 5`,
+    owner === null ? [`[${query.join(',')}]`] : [`[${query.join(',')}]`, owner],
+  );
+  return rows.length;
+}
 
 describe('migration 005 on pgvector', () => {
   test('needs the dimension; then creates the extension in `extensions`, the vector(N) column and its HNSW index, and moves the stored real[] embeddings', async () => {
@@ -126,7 +176,27 @@ describe('migration 005 on pgvector', () => {
     assert.deepEqual(JSON.parse(moved!.vector), legacy!.embedding, 'the vector is the real[] it replaced');
 
     store = await inspectVectorStore(sql);
-    assert.deepEqual(store, { kind: 'pgvector', dimensions: DIMENSIONS });
+    assert.deepEqual(store, { kind: 'pgvector', dimensions: DIMENSIONS, schema: 'extensions', iterativeScan: true });
+  });
+
+  test('the trigger: a vector written to `embedding` moves to the vector column; an explicit null clears both; other updates keep it', async () => {
+    const id = randomUUID();
+    const [one, two] = await embedder.embed(['tide tables', 'moon phases']);
+    const floats = (text: string) => [...Float32Array.from(JSON.parse(text) as number[])];
+    const row = async () =>
+      (await sql<{ embedding: number[] | null; vector: string | null }[]>`
+        select embedding, embedding_vector::text as vector from docpipe.document_chunks where document_id = ${id}`)[0]!;
+    await sql`insert into docpipe.document_chunks (document_id, chunk_index, run, content, token_count) values (${id}, 0, 1, 'x', 1)`;
+    assert.deepEqual(await row(), { embedding: null, vector: null }, 'a chunk not embedded yet');
+    await sql`update docpipe.document_chunks set embedding = ${realArray(one!)}::real[] where document_id = ${id}`;
+    assert.deepEqual([(await row()).embedding, floats((await row()).vector!)], [null, [...one!]]);
+    await sql`update docpipe.document_chunks set content = 'y' where document_id = ${id}`;
+    assert.deepEqual(floats((await row()).vector!), [...one!], 'an update that does not name `embedding` keeps the vector');
+    await sql`update docpipe.document_chunks set embedding = ${realArray(two!)}::real[] where document_id = ${id}`;
+    assert.deepEqual(floats((await row()).vector!), [...two!], 'a new vector replaces the old');
+    await sql`update docpipe.document_chunks set embedding = null where document_id = ${id}`;
+    assert.deepEqual(await row(), { embedding: null, vector: null }, 'writing null to `embedding` removes the vector');
+    await sql`delete from docpipe.document_chunks where document_id = ${id}`;
   });
 
   test('a changed EMBEDDING_DIMENSIONS is refused at start-up, naming the column', async () => {
@@ -197,40 +267,46 @@ describe('search on pgvector', () => {
     assert.match(plan, /Index Scan using document_chunks_embedding_hnsw_idx/);
   });
 
-  test('a selective filter still fills k: match_chunks\' index scan goes on past ef_search candidates (hnsw.iterative_scan)', async () => {
-    // Another owner holds 300 chunks nearer to the query than any of user A's: the first 100
-    // candidates of the index (ef_search) are all theirs, and a scan that stopped there would
-    // leave user A with nothing.
-    const crowd = randomUUID();
-    await sql`
-      insert into docpipe.document_status (id, owner_id, file_name, media_type, size_bytes, sha256, storage_key, status, run, version, uploaded_at, updated_at)
-      values (${crowd}, 'crowd', 'crowd.md', 'text/markdown', 1, ${'0'.repeat(64)}, 'k', 'ready', 1, 1, now(), now())`;
-    const texts = Array.from({ length: 300 }, (_, i) => `${VOLCANO_SENTENCE} variant ${i}`);
-    const vectors = await embedder.embed(texts);
-    await sql`
-      insert into docpipe.document_chunks ${sql(texts.map((content, i) => ({ document_id: crowd, chunk_index: i, run: 1, content, token_count: 20, embedding: realArray(vectors[i]!) })))}`;
-    const everyone = await search(store, VOLCANO_SENTENCE, { owner: null, k: 50 });
-    assert.ok(everyone.every((h) => h.documentId === crowd), 'the crowd is nearest');
-
-    // On a table this small the planner scores user A's few chunks exactly (their documents
-    // first), which is right; on a large one it takes the index. Sorts are disabled to make it
-    // take the index here.
-    const viaIndex = () =>
-      sql.begin(async (tx) => {
-        await tx`set local enable_sort = off`;
-        const [vector] = await embedder.embed([VOLCANO_SENTENCE]);
-        return searchChunks(tx, store, vector!, { k: 5, owner: USER_A });
+  test('a selective owner still gets k results when the index walk stops early (scan limit; an older pgvector\'s ef_search)', async () => {
+    await withCrowdAndScanLimit(async () => {
+      const [query] = await embedder.embed([VOLCANO_SENTENCE]);
+      const walked = await sql.begin(async (tx) => {
+        await tx`set local hnsw.iterative_scan = strict_order`;
+        await tx`set local hnsw.ef_search = 100`;
+        return indexWalkAlone(query!, tx);
       });
-    const mine = await viaIndex();
-    assert.equal(mine.length, 5);
-    assert.equal(mine[0]!.documentId, docs.volcanoes);
-    // The same without the function's setting: the scan stops after ef_search candidates.
-    await sql`alter function docpipe.match_chunks reset "hnsw.iterative_scan"`;
-    try {
-      assert.equal((await viaIndex()).length, 0, 'the index was used, and the setting is what fills k');
-    } finally {
-      await sql`alter function docpipe.match_chunks set hnsw.iterative_scan = strict_order`;
-    }
+      assert.ok(walked < 5, `the walk visits the crowd, and stops short (${walked} rows)`);
+
+      const mine = await search(store, VOLCANO_SENTENCE);
+      assert.equal(mine.length, 5);
+      assert.equal(mine[0]!.documentId, docs.volcanoes);
+      assert.ok(mine.every((h) => h.documentId !== crowd));
+      // pgvector before 0.8: no iterative scan, the walk ends after ef_search (100) candidates,
+      // all the crowd's. The owner's chunks are then scored exactly.
+      const older = await search({ ...(store as Extract<VectorStore, { kind: 'pgvector' }>), iterativeScan: false }, VOLCANO_SENTENCE);
+      assert.deepEqual(older, mine);
+    });
+  });
+
+  test('documentIds under generic plans (plan_cache_mode = force_generic_plan): the documents\' chunks, scored exactly', async () => {
+    await withCrowdAndScanLimit(async () => {
+      await sql`set plan_cache_mode = force_generic_plan`;
+      const [{ n }] = (await sql<{ n: number }[]>`
+        select count(*)::int as n from docpipe.searchable_chunks where document_id = ${docs.volcanoes}`) as unknown as [{ n: number }];
+      assert.ok(n >= 2);
+      // On this server, and as on a pgvector before 0.8 (no iterative scan).
+      const stores = [store, { ...(store as Extract<VectorStore, { kind: 'pgvector' }>), iterativeScan: false }];
+      for (const [owner, where] of stores.flatMap((st) => [USER_A, null].map((o) => [o, st] as const))) {
+        // Several times: a prepared statement's plan is the one cached at the first.
+        for (let i = 0; i < 3; i++) {
+          const within = await search(where, VOLCANO_SENTENCE, { owner, documentIds: [docs.volcanoes], k: 50 });
+          assert.equal(within.length, n, `all ${n} chunks of the document (owner ${owner}, iterative scan: ${where.kind === 'pgvector' && where.iterativeScan})`);
+          assert.ok(within.every((h) => h.documentId === docs.volcanoes));
+          assert.ok(within[0]!.text.includes(VOLCANO_SENTENCE));
+        }
+      }
+      assert.deepEqual(await search(store, VOLCANO_SENTENCE, { owner: USER_B, documentIds: [docs.volcanoes] }), [], 'another owner\'s document');
+    });
   });
 });
 
@@ -258,27 +334,42 @@ describe('reprocessed and deleted documents never answer (pgvector)', () => {
 });
 
 describe('docpipe.match_chunks under row-level security (docs/PROVIDERS.md, "Search")', () => {
+  const vectorOf = async (text: string) => `[${(await embedder.embed([text]))[0]!.join(',')}]`;
+  /** As Supabase runs a request: the role, and the token's claims. */
+  const asRole = <T>(role: 'authenticated' | 'service_role', sub: string, fn: (tx: Db) => Promise<T>) =>
+    sql.begin(async (tx) => {
+      await tx.unsafe(`set local role ${role}`);
+      await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub, role })}, true)`;
+      return fn(tx);
+    });
+  const match = (tx: Db, query: string, count: number, documentIds: string[] | null = null, owner: string | null = null) =>
+    tx<{ document_id: string; chunk_index: number; similarity: number }[]>`
+      select document_id, chunk_index, similarity from docpipe.match_chunks(${query}, ${count}, ${documentIds}::uuid[], ${owner})`;
+  const OTHER_SUB = 'user_2kQ9xTtEXAMPLE';
+  let otherDoc: string;
+
   test('with the documented policies, a signed-in user sees their own chunks only', async () => {
-    // What Supabase has: the roles, auth.uid() from the request's JWT claims, and usage of `extensions`.
+    // What Supabase has: the roles, auth.jwt() and auth.uid() from the request's JWT claims, and
+    // usage of `extensions`.
     await sql.unsafe(`
       create role authenticated nologin;
+      create role service_role nologin bypassrls;
       create schema auth;
+      create function auth.jwt() returns jsonb language sql stable as
+        $$ select coalesce(nullif(current_setting('request.jwt.claim', true), ''), nullif(current_setting('request.jwt.claims', true), ''))::jsonb $$;
       create function auth.uid() returns uuid language sql stable as
         $$ select nullif(current_setting('request.jwt.claims', true)::jsonb ->> 'sub', '')::uuid $$;
-      grant usage on schema auth, extensions to authenticated;`);
+      grant usage on schema auth, extensions to authenticated, service_role;`);
     const docsText = await readFile(fileURLToPath(new URL('../../docs/PROVIDERS.md', import.meta.url)), 'utf8');
     const section = docsText.slice(docsText.indexOf('\n## Search'));
     const policies = /```sql\n([^`]*enable row level security[^`]*)```/.exec(section)?.[1];
     assert.ok(policies, 'docs/PROVIDERS.md, "Search", has the policies in a sql block');
     await sql.unsafe(policies);
 
-    const [query] = await embedder.embed([CORPUS.sourdough]);
+    const query = await vectorOf(CORPUS.sourdough);
     const asUser = (sub: string) =>
-      sql.begin(async (tx) => {
-        await tx`set local role authenticated`;
-        await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub, role: 'authenticated' })}, true)`;
-        const matched = await tx<{ document_id: string; similarity: number }[]>`
-          select document_id, similarity from docpipe.match_chunks(${`[${query!.join(',')}]`}, 50)`;
+      asRole('authenticated', sub, async (tx) => {
+        const matched = await match(tx, query, 50);
         const [chunks] = await tx<{ n: number }[]>`select count(*)::int as n from docpipe.document_chunks`;
         return { documents: new Set(matched.map((m) => m.document_id)), chunks: chunks!.n };
       });
@@ -290,5 +381,121 @@ describe('docpipe.match_chunks under row-level security (docs/PROVIDERS.md, "Sea
     assert.ok(a.chunks > 0 && b.chunks > 0 && a.chunks + b.chunks < total, 'the chunks table itself is filtered too');
     const nobody = await asUser(randomUUID());
     assert.equal(nobody.documents.size, 0);
+  });
+
+  test('a user whose `sub` is not a uuid (third-party auth) sees their own chunks', async () => {
+    otherDoc = await uploadDocument(OTHER_SUB, CORPUS.beekeeping);
+    await drain();
+    const seen = await asRole('authenticated', OTHER_SUB, async (tx) => match(tx, await vectorOf(CORPUS.beekeeping), 50));
+    assert.ok(seen.length > 0 && seen.every((m) => m.document_id === otherDoc));
+  });
+
+  test('the grants: the document list\'s other columns stay hidden; anyone without the grant may not call the function; the service role sees every owner', async () => {
+    const [own] = await asRole('authenticated', USER_A, (tx) => tx`select id, owner_id, status, run from docpipe.document_status limit 1`);
+    assert.equal(own!.owner_id, USER_A);
+    await assert.rejects(
+      asRole('authenticated', USER_A, (tx) => tx`select storage_key from docpipe.document_status`),
+      /permission denied for table document_status/,
+    );
+    await sql.unsafe('create role stranger nologin; grant usage on schema docpipe, extensions to stranger');
+    await assert.rejects(
+      sql.begin(async (tx) => {
+        await tx`set local role stranger`;
+        await match(tx, await vectorOf('lamp'), 5);
+      }),
+      /permission denied for function match_chunks/,
+    );
+    const query = await vectorOf(CORPUS.sourdough);
+    const all = await asRole('service_role', 'backend', (tx) => match(tx, query, 50));
+    assert.equal(all[0]!.document_id, docs.sourdough, 'every owner\'s chunks');
+    const onlyA = await asRole('service_role', 'backend', (tx) => match(tx, query, 50, null, USER_A));
+    assert.ok(onlyA.length > 0 && onlyA.every((m) => m.document_id !== docs.sourdough && m.document_id !== otherDoc));
+  });
+
+  test('a selective user still gets match_count rows when the index walk stops early; documents named are scored exactly', async () => {
+    await withCrowdAndScanLimit(async () => {
+      const [vector] = await embedder.embed([VOLCANO_SENTENCE]);
+      const query = `[${vector!.join(',')}]`;
+      await asRole('authenticated', USER_A, async (tx) => {
+        await tx`set local hnsw.iterative_scan = strict_order`;
+        const walked = await indexWalkAlone(vector!, tx, null);
+        assert.ok(walked < 5, `under RLS too, the walk visits the crowd, and stops short (${walked} rows)`);
+        const mine = await match(tx, query, 5);
+        assert.equal(mine.length, 5);
+        assert.equal(mine[0]!.document_id, docs.volcanoes);
+        assert.ok(mine.every((m, i) => i === 0 || m.similarity <= mine[i - 1]!.similarity), 'best first');
+        const within = await match(tx, query, 50, [docs.volcanoes]);
+        const [{ n }] = (await tx<{ n: number }[]>`
+          select count(*)::int as n from docpipe.searchable_chunks where document_id = ${docs.volcanoes}`) as unknown as [{ n: number }];
+        assert.equal(within.length, n);
+        assert.ok(within.every((m) => m.document_id === docs.volcanoes));
+      });
+      const b = await asRole('authenticated', USER_B, (tx) => match(tx, query, 50, [docs.volcanoes]));
+      assert.equal(b.length, 0, 'another user\'s document, named');
+      // The backend naming an owner: the same, without RLS.
+      const owner = await asRole('service_role', 'backend', (tx) => match(tx, query, 5, null, USER_A));
+      assert.equal(owner.length, 5);
+      assert.equal(owner[0]!.document_id, docs.volcanoes);
+    });
+  });
+
+  test('the iterative scan is decided at each call, by the server\'s settings, and lasts to the end of the caller\'s transaction', async () => {
+    const setting = await sql.begin(async (tx) => {
+      await match(tx, await vectorOf('lamp'), 5);
+      const [row] = await tx<{ iterative: string; ef: string }[]>`
+        select current_setting('hnsw.iterative_scan') as iterative, current_setting('hnsw.ef_search') as ef`;
+      return row;
+    });
+    assert.deepEqual(setting, { iterative: 'strict_order', ef: '100' });
+    const [later] = await sql<{ iterative: string }[]>`select current_setting('hnsw.iterative_scan') as iterative`;
+    assert.equal(later!.iterative, 'off', 'not past the transaction');
+  });
+});
+
+describe('migration 005 where pgvector is available but this role may not create it', () => {
+  test('it keeps real[] and says how to enable pgvector; its transaction has no statement timeout and a larger maintenance_work_mem; mixed real[] lengths are refused', async () => {
+    const other = await startVectorPostgres({ supabaseSchemas: true });
+    const warnings: string[] = [];
+    const db = postgres(other.url, { max: 1, onnotice: (n) => void warnings.push(`${n.severity}: ${n.message} (${n.hint})`) });
+    after(() => db.end({ timeout: 5 }));
+    // A role like a hosted database's, not a superuser: pgvector is not a trusted extension.
+    await db.unsafe(`
+      create role migrator nosuperuser;
+      grant create on database postgres to migrator;
+      set role migrator;
+      set statement_timeout = '2min';`);
+    // The migrations, with a probe after 005 in its transaction: the settings it runs under.
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'docpipe-migrations-'));
+    after(() => rm(dir, { recursive: true, force: true }));
+    for (const file of await readdir(MIGRATIONS_DIR)) await copyFile(path.join(MIGRATIONS_DIR, file), path.join(dir, file));
+    const v5 = (await readdir(dir)).find((f) => f.startsWith('005_'))!;
+    const probe = `\ncreate table docpipe.probe as select current_setting('statement_timeout') as statement_timeout, current_setting('maintenance_work_mem') as maintenance_work_mem;\n`;
+    await writeFile(path.join(dir, v5), (await readFile(path.join(dir, v5), 'utf8')) + probe);
+
+    assert.deepEqual(await migrate(db, { dir, embeddingDimensions: DIMENSIONS }), [1, 2, 3, 4, 5]);
+    assert.deepEqual([...(await db`select * from docpipe.probe`)], [{ statement_timeout: '0', maintenance_work_mem: '128MB' }]);
+    const [state] = await db<{ extension: boolean; vector: boolean; array: boolean; view: boolean; fn: boolean }[]>`
+      select exists (select 1 from pg_extension where extname = 'vector') as extension,
+             exists (select 1 from information_schema.columns where table_schema = 'docpipe' and table_name = 'document_chunks' and column_name = 'embedding_vector') as vector,
+             exists (select 1 from information_schema.columns where table_schema = 'docpipe' and table_name = 'document_chunks' and column_name = 'embedding') as array,
+             to_regclass('docpipe.searchable_chunks') is not null as view,
+             to_regproc('docpipe.match_chunks') is not null as fn`;
+    assert.deepEqual(state, { extension: false, vector: false, array: true, view: true, fn: false });
+    assert.deepEqual(await inspectVectorStore(db), { kind: 'array', dimensions: null, lengths: [] });
+
+    // On real[], every stored length counts, not a sample: two lengths are refused, naming both.
+    const doc = randomUUID();
+    await db`insert into docpipe.document_chunks (document_id, chunk_index, run, content, token_count, embedding)
+             values (${doc}, 0, 1, 'a', 1, '{1,0,0}'), (${doc}, 1, 1, 'b', 1, '{1,0,0,0}')`;
+    assert.deepEqual(await inspectVectorStore(db), { kind: 'array', dimensions: null, lengths: [3, 4] });
+    for (const configured of [3, 4]) {
+      await assert.rejects(openVectorStore(db, configured), (err: unknown) => {
+        assert.ok(err instanceof EmbeddingDimensionsError);
+        assert.match(err.message, new RegExp(`^EMBEDDING_DIMENSIONS is ${configured}, but the embeddings stored in the database have several dimensions \\(3, 4\\)`));
+        return true;
+      });
+    }
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0]!, /^WARNING: pgvector is available, but migrator may not create the extension: embeddings stay in real\[\].*create the extension as a superuser/);
   });
 });

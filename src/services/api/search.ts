@@ -47,7 +47,10 @@ function inputError(err: FastifyError): Error {
 /**
  * The query's vector. An embedder that cannot answer is 503 EMBEDDER_UNAVAILABLE (a timeout, an
  * outage, a 429 or the shared rate budget: worth retrying); one that refuses is 502
- * EMBEDDER_FAILED. The provider's own code and message go to the log, not to the client.
+ * EMBEDDER_FAILED. The provider's own code and message go to the log, not to the client. A query
+ * over the model's token limit (CHUNK_TOO_LONG: OpenAI's 8,191 tokens, which 4,000 characters
+ * can exceed, e.g. emoji at about 3 tokens each) is the caller's to fix: 400 INVALID_QUERY. The
+ * embedder counts the tokens itself and sends nothing then.
  */
 async function embedQuery(options: SearchRoutesOptions, query: string, log: Logger): Promise<Float32Array> {
   let timer: NodeJS.Timeout | undefined;
@@ -60,6 +63,10 @@ async function embedQuery(options: SearchRoutesOptions, query: string, log: Logg
     const [vector] = await Promise.race([options.embedder.embed([query]), timeout]);
     return vector!;
   } catch (err) {
+    if (err instanceof ProviderError && err.code === 'CHUNK_TOO_LONG') {
+      log.info({ err, embedder: options.embedder.kind }, 'the search query is over the embedding model\'s token limit');
+      throw new HttpError(400, 'INVALID_QUERY', 'query has more tokens than the embedding model takes (OpenAI: 8,191); shorten it');
+    }
     log.warn({ err, embedder: options.embedder.kind }, 'the search query could not be embedded');
     if (err instanceof ProviderError && !err.permanent) {
       const retryAfter = String(Math.max(1, Math.ceil((err.details.retryAfterMs ?? 1000) / 1000)));
