@@ -3,17 +3,24 @@
 // One entrypoint for the three services (three Fly apps, one image) and the operator commands.
 // SIGINT/SIGTERM: stop accepting, drain requests and jobs, close pools, stop the embedded
 // Postgres, all within SHUTDOWN_TIMEOUT_MS; a repeated signal does not cut the drain short.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { ConfigError, configTable, envExample, loadConfig, type Config, type ServiceName } from './config.ts';
 import { createSql } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
 import { EmbeddingDimensionsError, openVectorStore } from './db/vectors.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
-import { startMetricsServer } from './observability/metrics.ts';
+import { buildInfo, startMetricsServer } from './observability/metrics.ts';
+import { configurePipelineMetrics } from './observability/pipeline-metrics.ts';
+import { startSampler } from './observability/sampler.ts';
 import { DOCTOR_USAGE, formatReport, parseDoctorArgs, runDoctor } from './ops/doctor.ts';
+import { collectStatus, formatStatus, parseStatusArgs, STATUS_USAGE } from './ops/status.ts';
 import { rebuildProjections } from './projections/rebuild.ts';
 import { formatAuditRow, parseAuditArgs, queryAudit } from './security/audit.ts';
+import { costSettings } from './documents/usage.ts';
+import { formatUsage, parseUsageArgs, USAGE_COMMAND_HELP, usageSummary } from './ops/usage.ts';
 import { parseTokenArgs, signUserToken } from './security/tokens.ts';
 import { buildApiApp } from './services/api/app.ts';
 import { createHttpApp, registerHealth, type App } from './services/http.ts';
@@ -41,6 +48,11 @@ operations
                        all pass
   audit [--actor A] [--action X] [--outcome O] [--target T] [--since 24h] [--limit N] [--json]
                        the security audit log, newest first (also GET /v1/admin/audit)
+  usage [--owner ID] [--since 30d | --from D --to D] [--limit N] [--json]
+                       per-owner usage (documents, bytes, pages, tokens) by UTC day, biggest
+                       estimated cost first, with the totals (a user's own: GET /v1/usage)
+  status [--json]      queues (depth, oldest waiting), documents by status, the last hour's
+                       failures by error code, today's usage and cost, database connections
   token [sub] [--ttl 24h]
                        print a user JWT signed with JWT_SECRET (or the embedded default);
                        --ttl in m, h or d (a smoke-test user's token: --ttl 365d)
@@ -82,6 +94,17 @@ async function withDatabase<T>(config: Config, logger: Logger, fn: (sql: ReturnT
       await database.embedded?.stop();
     }
   }
+}
+
+/** docpipe's version, from the package.json above this file (src/ or dist/src/). */
+function docpipeVersion(): string {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const file = path.join(dir, 'package.json');
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+    if (pkg.name === 'docpipe') return pkg.version ?? 'unknown';
+  }
+  return 'unknown';
 }
 
 async function listen(app: App, host: string, port: number): Promise<string> {
@@ -172,6 +195,11 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
     const urls: Record<string, string> = {};
     const metrics = await startMetricsServer(config.host, config.metricsPorts[services.length === 1 ? services[0]! : 'api']);
     closers.push(metrics.close);
+    buildInfo.set({ service: name, version: docpipeVersion() }, 1);
+    configurePipelineMetrics(config);
+    // Every process competes for the sampling lease; one samples the database for the whole deployment.
+    const sampler = startSampler({ sql: rt.sql, logger, intervalSeconds: config.metricsSampleIntervalSeconds });
+    closers.push(() => sampler.stop());
     if (services.includes('worker') && !draining) {
       const worker = await startWorker({ config, boss: rt.boss, ctx: rt.ctx, providers: rt.providers, logger });
       closers.push(() => worker.stop());
@@ -274,7 +302,8 @@ async function main(argv: string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const logger = createLogger(config.logLevel, {}, { format: config.logFormat });
+  // `service` on every line: the command (all, api, worker, webhook, migrate...), unless a service binds its own.
+  const logger = createLogger(config.logLevel, {}, { format: config.logFormat, service: command });
   switch (command) {
     case 'all':
       return runServices(config, logger, ['api', 'worker', 'webhook']);
@@ -313,6 +342,43 @@ async function main(argv: string[]): Promise<void> {
       const rows = await withDatabase(config, logger, (sql) => queryAudit(sql, parsed.query));
       for (const row of rows) process.stdout.write((parsed.json ? JSON.stringify(row) : formatAuditRow(row)) + '\n');
       if (!parsed.json && rows.length === 0) process.stderr.write('no audit rows match\n');
+      return;
+    }
+    case 'usage': {
+      let parsed: ReturnType<typeof parseUsageArgs>;
+      try {
+        parsed = parseUsageArgs(argv.slice(1));
+      } catch (err) {
+        process.stderr.write(`docpipe usage: ${(err as Error).message}\n\n${USAGE_COMMAND_HELP}`);
+        process.exitCode = 2;
+        return;
+      }
+      if (parsed === 'help') {
+        process.stdout.write(USAGE_COMMAND_HELP);
+        return;
+      }
+      const args = parsed;
+      const summary = await withDatabase(config, logger, (sql) => usageSummary(sql, args, costSettings(config)));
+      process.stdout.write(args.json ? JSON.stringify(summary) + '\n' : formatUsage(summary));
+      return;
+    }
+    case 'status': {
+      let parsed: ReturnType<typeof parseStatusArgs>;
+      try {
+        parsed = parseStatusArgs(argv.slice(1));
+      } catch (err) {
+        process.stderr.write(`docpipe status: ${(err as Error).message}\n\n${STATUS_USAGE}`);
+        process.exitCode = 2;
+        return;
+      }
+      if (parsed.help) {
+        process.stdout.write(STATUS_USAGE);
+        return;
+      }
+      // Warnings only, so that --json's stdout is the one object (the embedded database's start-up line is info).
+      const quiet = logger.child({}, { level: logger.levelVal < 40 ? 'warn' : logger.level });
+      const status = await withDatabase(config, quiet, (sql) => collectStatus(sql, config));
+      process.stdout.write(parsed.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
       return;
     }
     case 'setup-storage': {

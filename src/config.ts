@@ -21,6 +21,8 @@ export interface Config {
   webhookPort: number;
   workerPort: number;
   metricsPorts: Record<ServiceName, number>;
+  /** How often the process holding the metrics lease samples the database (docs/METRICS.md). */
+  metricsSampleIntervalSeconds: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** json lines, readable lines (pino-pretty), or auto: readable on a terminal. */
   logFormat: 'auto' | 'json' | 'pretty';
@@ -29,6 +31,8 @@ export interface Config {
   storage: StorageConfig;
   parser: ParserConfig;
   embedder: EmbedderConfig;
+  /** Prices of the providers' work, for the estimated cost (GET /v1/usage, `docpipe usage`, metrics). */
+  pricing: { llamaparseCreditDollars: number; openaiMillionTokensDollars: number };
   webhook: {
     /** Base URL at which the parser reaches the webhook service; unset: no webhooks, polling only. */
     publicUrl: string | undefined;
@@ -162,6 +166,14 @@ const oneOf =
 
 const text: Parse<string> = (raw) => raw;
 
+/** A non-negative decimal number such as 0.02 (a price in dollars); no exponent, no sign. */
+const decimal: Parse<number> = (raw) => {
+  const trimmed = raw.trim();
+  const n = Number(trimmed);
+  if (!/^(?:\d+(?:\.\d*)?|\.\d+)$/.test(trimmed) || !Number.isFinite(n)) throw new Error(`must be a non-negative decimal number such as 0.02, got ${JSON.stringify(raw)}`);
+  return n;
+};
+
 /** A share between 0 and 1, such as 0.05. */
 const ratio: Parse<number> = (raw) => {
   const n = Number(raw.trim());
@@ -231,6 +243,7 @@ export const SPEC: VarSpec[] = [
   { name: 'API_METRICS_PORT', default: '9464', description: 'Prometheus /metrics port of the API (and of `all`).', parse: port },
   { name: 'WORKER_METRICS_PORT', default: '9465', description: 'Prometheus /metrics port of the worker.', parse: port },
   { name: 'WEBHOOK_METRICS_PORT', default: '9466', description: 'Prometheus /metrics port of the webhook service.', parse: port },
+  { name: 'METRICS_SAMPLE_INTERVAL_SECONDS', default: '15', description: 'How often the one process holding the metrics lease samples queue depths and document counts from Postgres for the metrics (docs/METRICS.md); another process takes the lease over when it is three intervals old.', parse: int(1, 3600) },
   { name: 'LOG_LEVEL', default: 'info', description: 'pino level: fatal, error, warn, info, debug, trace, silent.', parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   { name: 'LOG_FORMAT', default: 'auto', description: 'Log lines: json (one JSON object per line, for Fly and log shippers), pretty (readable; needs the pino-pretty dev dependency, else json), or auto (pretty on a terminal, json otherwise).', parse: oneOf('auto', 'json', 'pretty') },
   { name: 'JWT_SECRET', default: undefined, description: 'Legacy HS256 secret of the Supabase project (>= 32 chars). With DATABASE_URL, this or JWT_JWKS_URL (or both) is required; the embedded default generates one under DOCPIPE_DATA_DIR.', parse: secret, secret: true },
@@ -272,6 +285,8 @@ export const SPEC: VarSpec[] = [
   { name: 'OPENAI_REQUESTS_PER_MINUTE', default: '3000', description: 'Request budget per minute shared by every worker process (a Postgres token bucket).', parse: int(1, 10_000_000) },
   { name: 'OPENAI_TOKENS_PER_MINUTE', default: '1000000', description: 'Token budget per minute shared by every worker process.', parse: int(1, 1_000_000_000) },
   { name: 'OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS', default: '900', description: 'How long one job keeps waiting through 429s before it hands the attempt back to pg-boss.', parse: int(1, 3600) },
+  { name: 'PRICE_LLAMAPARSE_CREDIT_DOLLARS', default: '0.001', description: 'Dollars one LlamaCloud credit costs on the plan you are on (list price: 1,000 credits for $1). With the tier\'s credits per page (LLAMAPARSE_TIER), it prices parsed pages in the estimated cost (GET /v1/usage, docpipe usage, the cost metric).', parse: decimal },
+  { name: 'PRICE_OPENAI_MILLION_TOKENS_DOLLARS', default: '0.02', description: 'Dollars per million tokens of OPENAI_EMBEDDING_MODEL (0.02: text-embedding-3-small; text-embedding-3-large is 0.13), for the estimated cost. The local parser and embedder cost nothing.', parse: decimal },
   { name: 'CHUNK_MAX_TOKENS', default: '512', description: 'Chunk size in cl100k_base tokens.', parse: int(16, 8191) },
   { name: 'CHUNK_OVERLAP_TOKENS', default: '64', description: 'Tokens repeated from the end of one chunk at the start of the next.', parse: int(0, 4000) },
   { name: 'MAX_DOCUMENT_TOKENS', default: '40000000', description: 'Most cl100k tokens in one parsed document; past it the document fails with DOCUMENT_LIMIT_EXCEEDED (a 50 MB application log has about 19 million, 50 MB of English prose about 11 million).', parse: int(1000, 1_000_000_000) },
@@ -372,6 +387,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhookPort: get('WEBHOOK_PORT'),
     workerPort: get('WORKER_PORT'),
     metricsPorts: { api: get('API_METRICS_PORT'), worker: get('WORKER_METRICS_PORT'), webhook: get('WEBHOOK_METRICS_PORT') },
+    metricsSampleIntervalSeconds: get('METRICS_SAMPLE_INTERVAL_SECONDS'),
     logLevel: get('LOG_LEVEL'),
     logFormat: get('LOG_FORMAT'),
     jwt: { secret: get('JWT_SECRET'), jwksUrl: get('JWT_JWKS_URL'), audience: get('JWT_AUDIENCE'), issuer: get('JWT_ISSUER') },
@@ -411,6 +427,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
             maxRateLimitWaitSeconds: get('OPENAI_MAX_RATE_LIMIT_WAIT_SECONDS'),
           }
         : { kind: 'local', dimensions: get('EMBEDDING_DIMENSIONS') },
+    pricing: { llamaparseCreditDollars: get('PRICE_LLAMAPARSE_CREDIT_DOLLARS'), openaiMillionTokensDollars: get('PRICE_OPENAI_MILLION_TOKENS_DOLLARS') },
     webhook: {
       publicUrl: get('WEBHOOK_PUBLIC_URL'),
       secret: get('WEBHOOK_SECRET'),

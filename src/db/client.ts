@@ -11,6 +11,8 @@ export interface DbOptions {
   /** Supavisor transaction mode (port 6543) cannot use prepared statements. */
   prepare?: boolean;
   applicationName?: string;
+  /** Count the pool's work in flight into this object (the services' pools, for the metrics). */
+  track?: PoolUse;
 }
 
 /** Whether prepared statements work over `url`: not through Supavisor's transaction mode (port 6543). */
@@ -19,7 +21,7 @@ export function canPrepare(url: string): boolean {
 }
 
 export function createSql(url: string, options: DbOptions = {}): Sql {
-  return postgres(url, {
+  const sql = postgres(url, {
     max: options.max ?? 10,
     prepare: options.prepare ?? canPrepare(url),
     idle_timeout: 60,
@@ -32,6 +34,65 @@ export function createSql(url: string, options: DbOptions = {}): Sql {
       bigint: postgres.BigInt,
     },
     transform: { undefined: null },
+  });
+  return options.track ? tracked(sql, options.track) : sql;
+}
+
+/** What a tracked pool reports (observability/metrics.ts, docpipe_db_pool_connections). */
+export interface PoolUse {
+  /** Queries dispatched and not settled, plus transactions open: each holds or awaits a connection. */
+  inFlight: number;
+}
+
+/**
+ * The pool with a count of its work in flight: postgres.js keeps its connection queues private,
+ * so the count is taken at the two doors everything goes through. A query counts from the moment
+ * it is dispatched to a connection (its handler runs) to its settling; a transaction (begin)
+ * counts as one for its whole length, and the queries inside it (on the transaction's own sql)
+ * do not count again. What goes past the pool's size waits for a connection.
+ */
+function tracked(sql: Sql, use: PoolUse): Sql {
+  type Dispatchable = { handler: ((q: unknown) => unknown) & { debug?: unknown }; resolve: (x: unknown) => void; reject: (x: unknown) => void };
+  const count = (query: unknown): unknown => {
+    if (!(query instanceof Promise) || typeof (query as unknown as Dispatchable).handler !== 'function') return query;
+    const q = query as unknown as Dispatchable;
+    const handler = q.handler;
+    const dispatch = Object.assign((self: unknown) => {
+      use.inFlight++;
+      const { resolve, reject } = q;
+      let settled = false;
+      const done = () => {
+        if (!settled) {
+          settled = true;
+          use.inFlight--;
+        }
+      };
+      q.resolve = (x) => (done(), resolve(x));
+      q.reject = (x) => (done(), reject(x));
+      return handler(self);
+    }, { debug: handler.debug });
+    q.handler = dispatch;
+    return query;
+  };
+  return new Proxy(sql, {
+    apply(target, thisArg, args) {
+      return count(Reflect.apply(target, thisArg, args));
+    },
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver);
+      if (property === 'unsafe') return (...args: unknown[]) => count((value as (...a: unknown[]) => unknown)(...args));
+      if (property === 'begin') {
+        return async (...args: unknown[]) => {
+          use.inFlight++;
+          try {
+            return await (value as (...a: unknown[]) => Promise<unknown>)(...args);
+          } finally {
+            use.inFlight--;
+          }
+        };
+      }
+      return value;
+    },
   });
 }
 

@@ -5,8 +5,9 @@ import type { Db, Sql } from '../db/client.ts';
 import type { EventMetadata, RecordedEvent } from '../events/catalog.ts';
 import { appendToStreams, readStream, readStreams, type StreamAppend } from '../events/store.ts';
 import { foldStatusRows, readStatusRows, writeStatusRows, type DocumentStatusRow } from '../projections/document-status.ts';
+import { foldUsage, writeUsage } from '../projections/usage.ts';
 import { QUEUES, stableJobId, type JobRequest, type JobSender } from '../queue/jobs.ts';
-import { eventsAppended } from '../observability/metrics.ts';
+import { observeCommitted } from '../observability/pipeline-metrics.ts';
 import { decide, DomainError, foldDocument, type DocumentCommand, type DocumentState } from './document.ts';
 
 export interface CommandContext {
@@ -146,10 +147,17 @@ export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonl
     outcomes[a.item] = { ok: true, state: states.get(a.streamId)!, events: recorded[i]!, row: rows.get(a.streamId) ?? null };
   });
   const jobs = jobsFor(all);
+  // Usage by owner and day (projections/usage.ts): most commands add none, and send nothing.
+  const usage = foldUsage(all, rows);
+  let afterDecide: Promise<unknown> | undefined;
   await Promise.all([
     writeStatusRows(tx, rows),
     jobs.length > 0 ? ctx.jobs.send(tx, jobs) : undefined,
-    options.afterDecide?.(outcomes),
+    (afterDecide = options.afterDecide?.(outcomes)),
+    // After the caller's writes (the chunks of a large document take a while): the owner's row
+    // of the day is a lock that all their uploads, parses and chunkings take, held to the commit.
+    // With no such writes it goes out with the others, in the same round trip.
+    usage.length > 0 ? Promise.resolve(afterDecide).then(() => writeUsage(tx, usage)) : undefined,
   ]);
   return outcomes;
 }
@@ -163,10 +171,11 @@ export async function execute(
   hooks: CommandHooks = {},
 ): Promise<CommandResult> {
   const result = await ctx.sql.begin((tx) => executeIn(tx, ctx, documentId, command, metadata, hooks));
-  countAppended(result.events);
+  countAppended(result.events, result.row);
   return result;
 }
 
-export function countAppended(events: readonly RecordedEvent[]): void {
-  for (const event of events) eventsAppended.inc({ type: event.type });
+/** After the commit: the metrics that committed events drive (observability/pipeline-metrics.ts). */
+export function countAppended(events: readonly RecordedEvent[], row?: DocumentStatusRow | null): void {
+  observeCommitted(events, row);
 }

@@ -71,7 +71,8 @@ export async function startBoss(options: StartBossOptions): Promise<PgBoss> {
     schema: BOSS_SCHEMA,
     max: options.poolMax ?? BOSS_POOL_MAX,
     useListenNotify: true,
-    application_name: `docpipe-${options.instanceName}`,
+    // Its own name, so the server's connections can be told apart (observability/sample.ts).
+    application_name: `docpipe-${options.instanceName}-queue`,
     instanceName: options.instanceName,
     superviseIntervalSeconds: options.settings.superviseIntervalSeconds,
     monitorIntervalSeconds: Math.max(options.settings.superviseIntervalSeconds, 10),

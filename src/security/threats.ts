@@ -8,17 +8,9 @@
 //   - forged_webhooks: an address sending FORGED_WEBHOOK_FLAG_AFTER webhook deliveries that fail
 //     authentication within a minute is flagged.
 // State is per process, bounded, and forgets quiet actors; N machines each decide on their own.
-import { Counter } from 'prom-client';
-import { registry } from '../observability/metrics.ts';
+import { securityEvents } from '../observability/metrics.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Audit, AuditEntry } from './audit.ts';
-
-export const securityEvents = new Counter({
-  name: 'docpipe_security_events_total',
-  help: 'Threats detected and acted on, by kind (auth_failures: an address blocked; foreign_ids, forged_webhooks: flagged).',
-  labelNames: ['kind'],
-  registers: [registry],
-});
 
 export interface ThreatSettings {
   authFailuresToBlock: number;

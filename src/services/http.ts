@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../observability/logger.ts';
-import { httpRequestDuration } from '../observability/metrics.ts';
+import { bounded, ERROR_STATUS_CODES, httpErrorResponses, httpRequestDuration, METHODS, SERVICES } from '../observability/metrics.ts';
 import { ProviderError } from '../providers/types.ts';
 import { HttpError } from './errors.ts';
 
@@ -40,6 +40,7 @@ export function jsonDepth(value: unknown, limit: number): number {
 }
 
 export interface HttpAppOptions {
+  /** api, webhook or worker (a metrics label: anything else is counted as `other`). */
   service: string;
   logger: Logger;
   bodyLimit?: number;
@@ -121,7 +122,15 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Socket): voi
 /** Requests answered with a deliberate 5xx (an HttpError), not logged as failures. */
 const deliberate = new WeakSet<object>();
 
+/** Probes answered many times a minute: counted in the metrics, not logged. */
+const QUIET_ROUTES = new Set(['/healthz', '/readyz']);
+
+function statusClass(status: number): '1xx' | '2xx' | '3xx' | '4xx' | '5xx' {
+  return status >= 500 ? '5xx' : status >= 400 ? '4xx' : status >= 300 ? '3xx' : status >= 200 ? '2xx' : '1xx';
+}
+
 export function createHttpApp(options: HttpAppOptions): App {
+  const service = bounded(options.service, SERVICES);
   const app = Fastify({
     loggerInstance: options.logger.child({ service: options.service }),
     // A client's id is kept when it is plain (a bad one is refused in onRequest, below).
@@ -195,13 +204,15 @@ export function createHttpApp(options: HttpAppOptions): App {
     });
   });
 
+  // Metrics and the access line. The route is the matched pattern (a closed set), never the URL.
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    httpRequestDuration.observe(
-      { service: options.service, method: request.method, route, status_code: String(reply.statusCode) },
-      reply.elapsedTime / 1000,
-    );
-    if (reply.statusCode >= 500 && !deliberate.has(request)) request.log.error({ statusCode: reply.statusCode, route }, 'request failed');
+    const status = reply.statusCode;
+    const durationMs = reply.elapsedTime;
+    httpRequestDuration.observe({ service, method: bounded(request.method, METHODS), route, status_class: statusClass(status) }, durationMs / 1000);
+    if (status >= 400) httpErrorResponses.inc({ service, route, status_code: bounded(String(status), ERROR_STATUS_CODES) });
+    if (status >= 500 && !deliberate.has(request)) request.log.error({ statusCode: status, route, durationMs }, 'request failed');
+    else if (!QUIET_ROUTES.has(route)) request.log.info({ method: request.method, route, statusCode: status, durationMs: Math.round(durationMs * 10) / 10 }, 'request completed');
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {

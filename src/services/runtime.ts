@@ -12,6 +12,7 @@ import { migrate } from '../db/migrate.ts';
 import { openVectorStore, type VectorStore } from '../db/vectors.ts';
 import type { CommandContext } from '../documents/commands.ts';
 import type { Logger } from '../observability/logger.ts';
+import { observePool } from '../observability/metrics.ts';
 import { createProviders, type Providers } from '../providers/index.ts';
 import { bossJobSender, startBoss } from '../queue/boss.ts';
 import { QUEUES } from '../queue/jobs.ts';
@@ -95,7 +96,12 @@ export interface Runtime {
 
 export async function openRuntime(config: Config, logger: Logger, instanceName: string): Promise<Runtime> {
   const database = await openDatabase(config, logger);
-  const sql = createSql(database.url, { max: config.databasePoolMax, applicationName: `docpipe-${instanceName}` });
+  const poolUse = { inFlight: 0 };
+  const sql = createSql(database.url, { max: config.databasePoolMax, applicationName: `docpipe-${instanceName}`, track: poolUse });
+  const unobserveApp = observePool('app', () => {
+    const inUse = Math.min(poolUse.inFlight, config.databasePoolMax);
+    return { max: config.databasePoolMax, inUse, idle: config.databasePoolMax - inUse, waiting: Math.max(0, poolUse.inFlight - config.databasePoolMax) };
+  });
   try {
     if (database.embedded) {
       const applied = await migrate(sql, { log: (m) => logger.info(m), embeddingDimensions: config.embedder.dimensions });
@@ -104,6 +110,10 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
     // Refused (EMBEDDING_DIMENSIONS_MISMATCH) before anything embeds or searches with another size.
     const vectors = await openVectorStore(sql, config.embedder.dimensions);
     const boss = await startBoss({ url: database.url, settings: config.queue, logger, instanceName });
+    const unobserveQueue = observePool('queue', () => {
+      const counts = (boss.getDb() as { poolCounts?: () => { max: number; total: number; idle: number; waiting: number } | null }).poolCounts?.();
+      return counts ? { max: counts.max, inUse: counts.total - counts.idle, idle: counts.idle, waiting: counts.waiting } : null;
+    });
     const jwt = await jwtSettings(config);
     const signingKey = await uploadSigningKey(config, jwt);
     const providers = createProviders(config, { sql, logger, uploadSigningKey: signingKey });
@@ -135,6 +145,8 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
       providers,
       readiness,
       async close() {
+        unobserveApp();
+        unobserveQueue();
         await boss.stop({ graceful: true, timeout: config.shutdownTimeoutMs, close: true }).catch((err: unknown) => logger.warn({ err }, 'pg-boss stop failed'));
         await providers.close();
         await sql.end({ timeout: 5 });
@@ -142,6 +154,7 @@ export async function openRuntime(config: Config, logger: Logger, instanceName: 
       },
     };
   } catch (err) {
+    unobserveApp();
     await sql.end({ timeout: 1 }).catch(() => {});
     await database.embedded?.stop().catch(() => {});
     throw err;

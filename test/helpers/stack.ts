@@ -50,19 +50,27 @@ export interface StackOptions {
   logger?: Logger;
 }
 
-export async function startStack(options: StackOptions = {}): Promise<TestStack> {
-  const db = await createDatabase({ manual: true });
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'docpipe-stack-'));
-  // Known before start-up: signed fs upload URLs and webhook URLs carry it.
-  const apiPort = await freePort();
-  const webhookPort = await freePort();
-  const env: Record<string, string> = {
-    DATABASE_URL: db.url,
+export interface StackEnvOptions {
+  databaseUrl: string;
+  dataDir: string;
+  apiPort: number;
+  webhookPort: number;
+  webhooks?: boolean;
+  env?: Record<string, string>;
+}
+
+/**
+ * The services' environment as startStack gives it, for a test that runs every service as a
+ * child process of the real CLI (spawnCli) against a database of its own (createDatabase).
+ */
+export function stackEnv(options: StackEnvOptions): Record<string, string> {
+  return {
+    DATABASE_URL: options.databaseUrl,
     JWT_SECRET: TEST_JWT_SECRET,
-    DOCPIPE_DATA_DIR: dataDir,
+    DOCPIPE_DATA_DIR: options.dataDir,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
-    API_PORT: String(apiPort),
-    WEBHOOK_PORT: String(webhookPort),
+    API_PORT: String(options.apiPort),
+    WEBHOOK_PORT: String(options.webhookPort),
     WORKER_PORT: '0',
     API_METRICS_PORT: '0',
     WORKER_METRICS_PORT: '0',
@@ -75,9 +83,18 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     // Every test client is 127.0.0.1 and one of a few users: the request budgets are off unless a
     // test sets them (test/security/rate-limits.test.ts does).
     ...NO_RATE_LIMITS,
-    ...(options.webhooks ? { WEBHOOK_PUBLIC_URL: `http://127.0.0.1:${webhookPort}`, WEBHOOK_SECRET: TEST_WEBHOOK_SECRET } : {}),
+    ...(options.webhooks ? { WEBHOOK_PUBLIC_URL: `http://127.0.0.1:${options.webhookPort}`, WEBHOOK_SECRET: TEST_WEBHOOK_SECRET } : {}),
     ...options.env,
   };
+}
+
+export async function startStack(options: StackOptions = {}): Promise<TestStack> {
+  const db = await createDatabase({ manual: true });
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'docpipe-stack-'));
+  // Known before start-up: signed fs upload URLs and webhook URLs carry it.
+  const apiPort = await freePort();
+  const webhookPort = await freePort();
+  const env = stackEnv({ databaseUrl: db.url, dataDir, apiPort, webhookPort, webhooks: options.webhooks, env: options.env });
   const config = loadConfig(env);
   const logger = options.logger ?? createLogger(config.logLevel);
   const runtime = await openRuntime(config, logger, 'test');
@@ -131,15 +148,18 @@ export function spawnCli(command: string, env: Record<string, string>): ChildPro
   return child;
 }
 
+/** What the client helpers below need: an in-process stack, or services run as child processes. */
+export type ApiTarget = Pick<TestStack, 'apiUrl' | 'token'>;
+
 /** Authenticated fetch against the API. */
-export function api(stack: TestStack, sub = 'user-a') {
+export function api(stack: ApiTarget, sub = 'user-a') {
   const token = stack.token(sub);
   return (route: string, init: RequestInit = {}) =>
     fetch(new URL(route, stack.apiUrl), { ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers as Record<string, string>) } });
 }
 
 /** Uploads a file as multipart, like `curl -F file=@...`. */
-export async function upload(stack: TestStack, bytes: Buffer | Uint8Array, fileName: string, options: { sub?: string; idempotencyKey?: string } = {}): Promise<Response> {
+export async function upload(stack: ApiTarget, bytes: Buffer | Uint8Array, fileName: string, options: { sub?: string; idempotencyKey?: string } = {}): Promise<Response> {
   const form = new FormData();
   form.append('file', new Blob([bytes]), fileName);
   const headers: Record<string, string> = { authorization: `Bearer ${stack.token(options.sub ?? 'user-a')}` };
@@ -148,7 +168,7 @@ export async function upload(stack: TestStack, bytes: Buffer | Uint8Array, fileN
 }
 
 /** Long-polls GET /v1/documents/:id until the status is one of `statuses` or the deadline passes. */
-export async function waitForStatus(stack: TestStack, id: string, statuses: string[], options: { sub?: string; timeoutMs?: number } = {}): Promise<Record<string, any>> {
+export async function waitForStatus(stack: ApiTarget, id: string, statuses: string[], options: { sub?: string; timeoutMs?: number } = {}): Promise<Record<string, any>> {
   const deadline = Date.now() + (options.timeoutMs ?? 60_000);
   const call = api(stack, options.sub);
   let last: Record<string, any> | null = null;

@@ -38,6 +38,7 @@ describe('loadConfig', () => {
       webhookPort: 3001,
       workerPort: 3002,
       metricsPorts: { api: 9464, worker: 9465, webhook: 9466 },
+      metricsSampleIntervalSeconds: 15,
       logLevel: 'info',
       logFormat: 'auto',
       jwt: { secret: undefined, jwksUrl: undefined, audience: 'authenticated', issuer: undefined },
@@ -45,6 +46,7 @@ describe('loadConfig', () => {
       storage: { kind: 'fs', dir: path.join(dataDir, 'files') },
       parser: { kind: 'local' },
       embedder: { kind: 'local', dimensions: 512 },
+      pricing: { llamaparseCreditDollars: 0.001, openaiMillionTokensDollars: 0.02 },
       webhook: { publicUrl: undefined, secret: undefined, llamaparseSigningSecret: undefined, deliveryRetentionDays: 7 },
       uploads: { publicApiUrl: 'http://127.0.0.1:3000', directMaxBytes: 100 * 1024 * 1024, urlTtlSeconds: 7200 },
       chunking: { maxTokens: 512, overlapTokens: 64, maxDocumentTokens: 40_000_000 },
@@ -112,6 +114,16 @@ describe('loadConfig', () => {
     for (const [name, value] of [['API_PORT', '65536'], ['API_PORT', '-1'], ['DATABASE_POOL_MAX', '0'], ['WORKER_CONCURRENCY', '1.5'], ['JOB_HEARTBEAT_SECONDS', '9']]) {
       assert.deepEqual(named(configError({ [name!]: value })), [name], `${name}=${value}`);
     }
+  });
+
+  test('prices are non-negative decimals', () => {
+    const config = loadConfig({ PRICE_LLAMAPARSE_CREDIT_DOLLARS: '0.00125', PRICE_OPENAI_MILLION_TOKENS_DOLLARS: '0', METRICS_SAMPLE_INTERVAL_SECONDS: '1' });
+    assert.deepEqual(config.pricing, { llamaparseCreditDollars: 0.00125, openaiMillionTokensDollars: 0 });
+    assert.equal(config.metricsSampleIntervalSeconds, 1);
+    for (const value of ['-0.01', '1e-3', 'free', '0.1.2', '$0.02']) {
+      assert.deepEqual(named(configError({ PRICE_OPENAI_MILLION_TOKENS_DOLLARS: value })), ['PRICE_OPENAI_MILLION_TOKENS_DOLLARS'], value);
+    }
+    assert.deepEqual(named(configError({ METRICS_SAMPLE_INTERVAL_SECONDS: '0' })), ['METRICS_SAMPLE_INTERVAL_SECONDS']);
   });
 
   test('JWT_SECRET or JWT_JWKS_URL is required with DATABASE_URL', () => {

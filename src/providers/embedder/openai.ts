@@ -13,7 +13,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encode } from 'gpt-tokenizer/encoding/cl100k_base';
 import OpenAI from 'openai';
-import { embeddingTokens, providerRequestDuration, providerRequests } from '../../observability/metrics.ts';
+import { providerRequestDuration, providerRequests } from '../../observability/metrics.ts';
+import { observeEmbeddingTokens } from '../../observability/pipeline-metrics.ts';
 import { ProviderError, type Embedder } from '../types.ts';
 import type { RateBudget } from './budget.ts';
 
@@ -250,7 +251,7 @@ export function createOpenAIEmbedder(options: OpenAIEmbedderOptions): Embedder {
       out[index] = unit;
     }
     const prompt = response.usage?.prompt_tokens;
-    if (typeof prompt === 'number' && Number.isFinite(prompt) && prompt >= 0) embeddingTokens.inc({ model }, prompt);
+    if (typeof prompt === 'number' && Number.isFinite(prompt) && prompt >= 0) observeEmbeddingTokens(model, prompt);
     return out as Float32Array[];
   }
 

@@ -10,6 +10,7 @@ import { migrationsCurrent } from '../../db/migrate.ts';
 import type { VectorStore } from '../../db/vectors.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { authFailures } from '../../observability/metrics.ts';
 import type { Embedder, Storage } from '../../providers/types.ts';
 import { createAudit, type Audit, type AuditEntry } from '../../security/audit.ts';
 import { createJwksCache } from '../../security/jwks.ts';
@@ -27,6 +28,8 @@ import { registerSearchRoutes } from './search.ts';
 import { registerFsUploadRoute } from './storage-upload.ts';
 import { createUploadGuard } from './upload-guard.ts';
 import { registerUploadRoutes } from './uploads.ts';
+import { registerUsageRoutes } from './usage.ts';
+import { costSettings } from '../../documents/usage.ts';
 import { createUploadTokens } from '../../providers/storage/upload-token.ts';
 
 declare module 'fastify' {
@@ -39,7 +42,7 @@ const ALLOWED_ROLES = new Set(['authenticated', 'service_role']);
 const API_VERSION = '1.0.0';
 
 export interface ApiDeps {
-  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'searchEmbedTimeoutSeconds' | 'uploads' | 'http' | 'security'>;
+  config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'searchEmbedTimeoutSeconds' | 'uploads' | 'http' | 'security' | 'parser' | 'embedder' | 'pricing'>;
   jwt: JwtSettings;
   /** JWT_JWKS_URL: ES256/RS256 user tokens by kid, beside (or instead of) the HS256 secret. */
   jwksUrl?: string;
@@ -131,6 +134,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     const blocked = threats.blockedUntil(address);
     if (blocked !== null) {
       const seconds = String(Math.max(1, Math.ceil((blocked - Date.now()) / 1000)));
+      authFailures.inc({ reason: 'blocked' });
       throw new HttpError(403, 'ADDRESS_BLOCKED', `this address is blocked after repeated authentication failures; retry in ${seconds} s`, { 'retry-after': seconds });
     }
     // The address's budget first: a flood of bad tokens or scans costs no verification.
@@ -154,6 +158,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
         audit.aggregate({ actor: `address:${address}`, action: 'auth.denied', outcome: 'denied', clientAddress: address, userAgent: context.userAgent, details: { code: err.code } });
         // A missing token costs nothing to check; a presented one that fails counts toward a block.
         if (err.code !== 'AUTH_MISSING_TOKEN') threats.authFailed(context);
+        authFailures.inc({ reason: err.code === 'AUTH_MISSING_TOKEN' ? 'missing' : err.code === 'AUTH_TOKEN_EXPIRED' ? 'expired' : 'invalid' });
         throw new HttpError(401, err.code, err.message, { 'www-authenticate': 'Bearer' });
       }
       throw err;
@@ -163,6 +168,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     // backend's own key; `anon` (a signed-out client) and anything else may do nothing here.
     if (!ALLOWED_ROLES.has(principal.role ?? '')) {
       audit.aggregate({ actor: `user:${principal.sub}`, role: principal.role, action: 'auth.forbidden_role', outcome: 'denied', clientAddress: address, userAgent: context.userAgent });
+      authFailures.inc({ reason: 'forbidden_role' });
       throw new HttpError(403, 'AUTH_FORBIDDEN_ROLE', `the token's role ${JSON.stringify(principal.role)} may not use this API (authenticated or service_role only)`);
     }
     try {
@@ -229,6 +235,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
   }
 
   registerAdminRoutes(app, { sql: deps.ctx.sql, principal });
+  registerUsageRoutes(app, { sql: deps.ctx.sql, cost: costSettings(deps.config), principal });
   registerSearchRoutes(app, {
     sql: deps.ctx.sql,
     embedder: deps.embedder,

@@ -11,6 +11,7 @@
 import { isIP } from 'node:net';
 import { normalizeIP } from '@fastify/rate-limit';
 import type { FastifyRequest } from 'fastify';
+import { rateLimited } from '../../observability/metrics.ts';
 import { HttpError } from '../errors.ts';
 import type { App } from '../http.ts';
 
@@ -68,7 +69,10 @@ export interface Limits {
   longPoll(sub: string): () => void;
 }
 
-function refuse(check: Counted, what: string): never {
+const BUDGET_LABEL = { address: 'address', uploads: 'uploads', searches: 'searches', longPolls: 'long_polls', requests: 'requests', longPollSlots: 'long_poll_slots' } as const;
+
+function refuse(check: Counted, what: string, budget: UserBudget | 'address'): never {
+  rateLimited.inc({ budget: BUDGET_LABEL[budget] });
   const reset = String(Math.max(1, check.ttlInSeconds));
   throw new HttpError(429, 'RATE_LIMITED', `${what}: at most ${check.max} per minute; retry in ${reset} s`, {
     'retry-after': reset,
@@ -98,19 +102,20 @@ export function createLimits(app: App, settings: RateLimitSettings): Limits {
       // IPv6 clients hold a /64 each: counted as one, or one client would have 2^64 budgets.
       keyed.set(request, `address:${normalizeIP(address, 64)}`);
       const check = await byAddress(request);
-      if (!check.isAllowed && check.isExceeded) refuse(check, 'too many requests from this address');
+      if (!check.isAllowed && check.isExceeded) refuse(check, 'too many requests from this address', 'address');
     },
     async user(request, reply, sub, budget) {
       keyed.set(request, `${budget}:${sub}`);
       const check = await byUser[budget](request);
       if (check.isAllowed) return;
-      if (check.isExceeded) refuse(check, REFUSALS[budget]);
+      if (check.isExceeded) refuse(check, REFUSALS[budget], budget);
       reply.header('ratelimit-limit', String(check.max));
       reply.header('ratelimit-remaining', String(Math.max(0, check.remaining)));
       reply.header('ratelimit-reset', String(Math.max(0, check.ttlInSeconds)));
     },
     longPoll(sub) {
       const mine = open.get(sub) ?? 0;
+      if (mine >= settings.longPollsPerUser || openTotal >= settings.longPollsMax) rateLimited.inc({ budget: BUDGET_LABEL.longPollSlots });
       if (mine >= settings.longPollsPerUser) {
         throw new HttpError(429, 'TOO_MANY_LONG_POLLS', `at most ${settings.longPollsPerUser} open long-polls per user (LONG_POLLS_PER_USER); close one or poll without ?wait`, { 'retry-after': '1' });
       }

@@ -11,7 +11,7 @@ import { countAppended, executeBatchIn, type CommandContext } from '../../docume
 import type { EventMetadata } from '../../events/catalog.ts';
 import { createBatcher } from '../../util/batcher.ts';
 import { ConcurrencyError } from '../../events/store.ts';
-import { webhookAuthFailures, webhookDeliveries } from '../../observability/metrics.ts';
+import { webhookAuthFailures, webhookDeliveries, webhookHandling } from '../../observability/metrics.ts';
 import { WEBHOOK_TOKEN_HEADER, verifyLcSignature, verifyWebhookCredential } from '../../security/webhook-auth.ts';
 import { HttpError, notFound } from '../errors.ts';
 import type { FastifyRequest } from 'fastify';
@@ -235,6 +235,16 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     throw new HttpError(401, 'WEBHOOK_UNAUTHORIZED', 'the webhook credential or signature is missing or invalid');
   }
 
+  /**
+   * Counts a delivery and how long it took: from its arrival (Fastify's request start) to now,
+   * which for an appended one is after its event committed (the recorder answers after the
+   * commit of its batch).
+   */
+  function delivered(reply: { elapsedTime: number }, outcome: 'appended' | 'duplicate' | 'ignored' | 'early' | 'unknown_document'): void {
+    webhookDeliveries.inc({ provider: PROVIDER, outcome });
+    webhookHandling.observe({ provider: PROVIDER, outcome }, reply.elapsedTime / 1000);
+  }
+
   type Route = { Params: { documentId: string } };
   const tokenOf = (request: FastifyRequest<Route>) => {
     const header = request.headers[WEBHOOK_TOKEN_HEADER];
@@ -275,7 +285,7 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     if (delivery.invalidText) throw delivery.invalidText;
 
     if (!TERMINAL_EVENTS.has(delivery.eventType)) {
-      webhookDeliveries.inc({ provider: PROVIDER, outcome: 'ignored' });
+      delivered(reply, 'ignored');
       request.log.info({ documentId, eventType: delivery.eventType }, 'webhook ignored: not a terminal event');
       return reply.send({ outcome: 'ignored' });
     }
@@ -288,11 +298,11 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
     });
     switch (result.outcome) {
       case 'unknown_document':
-        webhookDeliveries.inc({ provider: PROVIDER, outcome: 'unknown_document' });
+        delivered(reply, 'unknown_document');
         throw notFound();
       case 'early':
         // Any non-2xx makes LlamaCloud deliver again (after 1 s, then 2 s).
-        webhookDeliveries.inc({ provider: PROVIDER, outcome: 'early' });
+        delivered(reply, 'early');
         request.log.info({ documentId, providerJobId: delivery.jobId }, 'webhook arrived before the job was recorded; asking for a redelivery');
         throw new HttpError(409, 'PROVIDER_JOB_NOT_RECORDED', result.reason, { 'retry-after': '1' });
       case 'busy':
@@ -304,7 +314,7 @@ export function registerLlamaParseWebhook(app: App, options: LlamaParseWebhookOp
         break;
     }
     const outcome = result.outcome;
-    webhookDeliveries.inc({ provider: PROVIDER, outcome });
+    delivered(reply, outcome);
     return reply.send({ outcome });
   });
 }

@@ -1,12 +1,12 @@
 // The worker: pg-boss handlers that run the pipeline's stages, with per-job child loggers that
 // carry the upload's request id, stage metrics, and an HTTP port for health only.
-import type { Job, JobWithMetadata, PgBoss } from 'pg-boss';
+import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type JobContext, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
 import { runMaintenance } from '../../documents/maintenance.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
+import { bounded, deadLetters, jobPickup, jobsCompleted, jobsFailed, stageDuration } from '../../observability/metrics.ts';
 import type { Providers } from '../../providers/index.ts';
 import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
 import { createByteBudget } from '../../util/byte-budget.ts';
@@ -53,20 +53,36 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const shutdown = new AbortController();
   const inFlight = new Set<Promise<unknown>>();
 
-  async function run(queue: QueueName, job: Job<JobData> | JobWithMetadata<JobData>, body: (context: JobContext) => Promise<StageOutcome>) {
-    const jobLog = log.child({ queue, jobId: job.id, documentId: job.data.documentId, run: job.data.run, requestId: job.data.requestId, retryCount: job.retryCount });
-    const stop = stageDuration.startTimer({ stage: queue.replace(/^docpipe-/, '') });
+  async function run(queue: QueueName, job: JobWithMetadata<JobData>, body: (context: JobContext) => Promise<StageOutcome>) {
+    const stage = queue.replace(/^docpipe-/, '');
+    const jobLog = log.child({
+      queue,
+      stage,
+      jobId: job.id,
+      documentId: job.data.documentId,
+      run: job.data.run,
+      requestId: job.data.requestId,
+      correlationId: job.data.correlationId,
+      retryCount: job.retryCount,
+    });
+    // From when the job could run (created, or its start-after: a poll's delay, a retry's
+    // backoff) to now, on the database's clock both.
+    const runnableAt = Math.max(job.createdOn.getTime(), job.startAfter.getTime());
+    jobPickup.observe({ queue }, Math.max(0, job.startedOn.getTime() - runnableAt) / 1000);
+    const startedAt = performance.now();
     const running = body({ log: jobLog, signal: shutdown.signal });
     inFlight.add(running);
     try {
       const outcome = await running;
-      stop({ outcome });
+      const durationMs = Math.round(performance.now() - startedAt);
+      stageDuration.observe({ stage, outcome }, durationMs / 1000);
       jobsCompleted.inc({ queue });
-      jobLog.info({ outcome }, 'job finished');
+      jobLog.info({ outcome, durationMs }, 'job finished');
     } catch (err) {
-      stop({ outcome: 'error' });
+      const durationMs = Math.round(performance.now() - startedAt);
+      stageDuration.observe({ stage, outcome: 'error' }, durationMs / 1000);
       jobsFailed.inc({ queue });
-      jobLog.warn({ err }, 'job attempt failed; pg-boss retries it with backoff');
+      jobLog.warn({ err, durationMs }, 'job attempt failed; pg-boss retries it with backoff');
       throw err;
     } finally {
       inFlight.delete(running);
@@ -77,24 +93,28 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     localConcurrency: deps.config.queue.concurrency,
     pollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
     notifyPollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
+    // createdOn, startAfter and startedOn, for the pickup latency.
+    includeMetadata: true as const,
   };
   const stage = (queue: QueueName, body: (data: JobData, context: JobContext) => Promise<StageOutcome>) =>
-    deps.boss.work<JobData>(queue, options, async ([job]) => run(queue, job!, (context) => body(job!.data, context)));
+    deps.boss.work(queue, options, async ([job]: JobWithMetadata<JobData>[]) => run(queue, job!, (context) => body(job!.data, context)));
   await stage(QUEUES.parse, (data, context) => runParseStage(pipeline, data, context));
   await stage(QUEUES.parseResult, (data, context) => runParseResult(pipeline, data, context));
   await stage(QUEUES.embed, (data, context) => runEmbedStage(pipeline, data, context));
   await stage(QUEUES.purge, (data) => runPurge(pipeline, data));
-  await deps.boss.work(QUEUES.maintenance, options, async ([job]) =>
-    run(QUEUES.maintenance, job! as Job<JobData>, async ({ log: l }) => {
+  await deps.boss.work(QUEUES.maintenance, options, async ([job]: JobWithMetadata<JobData>[]) =>
+    run(QUEUES.maintenance, job!, async ({ log: l }) => {
       await runMaintenance({ sql: deps.ctx.sql, storage: deps.providers.storage, webhookRetentionDays: deps.config.webhook.deliveryRetentionDays, auditRetentionDays: deps.config.security.auditRetentionDays }, l);
       return 'done';
     }),
   );
   // Stored in the database and fired once per slot across every worker (pg-boss's cron).
   await deps.boss.schedule(QUEUES.maintenance, MAINTENANCE_CRON);
-  await deps.boss.work(QUEUES.deadLetter, { ...options, includeMetadata: true as const }, async ([job]: JobWithMetadata<JobData>[]) =>
+  await deps.boss.work(QUEUES.deadLetter, options, async ([job]: JobWithMetadata<JobData>[]) =>
     run(QUEUES.deadLetter, job!, async ({ log: l }) => {
       const source = STAGE_OF[job!.sourceName ?? ''] ?? null;
+      // Counted on every attempt of the dead-letter job's handler would count retries too: once, on the first.
+      if (job!.retryCount === 0) deadLetters.inc({ queue: bounded(job!.sourceName, Object.values(QUEUES)) });
       l.warn({ sourceQueue: job!.sourceName, sourceRetryCount: job!.sourceRetryCount }, 'stage retries exhausted');
       return runDeadLetter(pipeline, job!.data, source, job!.sourceRetryCount);
     }),
