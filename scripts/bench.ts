@@ -42,6 +42,11 @@ import { fmt, mb, pct, summarize, table, type Summary } from './bench/stats.ts';
 import { describeWaits, WaitSampler, type WaitProfile } from './bench/waits.ts';
 import type { PacedChildMessage, PacedJob, PacedResult, WebhookTarget } from './bench/paced.ts';
 import { countCallbacks, deleteSeededJobs, seedParsingDocuments, startWebhookBaseline } from './bench/webhook.ts';
+import { forwardedArgs, removeWorktree, runBefore, type BeforeRun } from './bench/before.ts';
+import { beforeAfterReport, measureMetricsCost, metricsCostReport, type MetricsCost } from './bench/metrics-cost.ts';
+import { initializeSeries, registry } from '../src/observability/metrics.ts';
+import { configurePipelineMetrics } from '../src/observability/pipeline-metrics.ts';
+import { startSampler } from '../src/observability/sampler.ts';
 import { freePort } from '../src/util/free-port.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -63,6 +68,9 @@ const USAGE = `usage: npm run bench -- [options]
   --webhook-rate <n>       fixed rate of the webhook phase and its baseline, req/s (default 500)
   --skip-webhook           skip the webhook phase (and its document seeding)
   --json <file>            also write every figure as JSON
+  --before <rev>           first run this same bench (same flags) on commit <rev>, checked out in a
+                           git worktree, and show both runs' figures side by side: a change's cost
+                           (issue 11: npm run bench -- --quick --before <the commit before it>)
 `;
 
 const { values: args } = parseArgs({
@@ -81,6 +89,7 @@ const { values: args } = parseArgs({
     'webhook-rate': { type: 'string' },
     'skip-webhook': { type: 'boolean', default: false },
     json: { type: 'string' },
+    before: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   allowPositionals: false,
@@ -398,6 +407,10 @@ interface Results {
   /** The edge's cost (issue 9): pairs measured back to back, two alternating rounds. */
   edge?: { name: string; what: string; off: Measured; on: Measured }[];
   webhook?: WebhookFigures;
+  /** What observing costs (issue 11): a scrape, the per-request hook work. */
+  metrics?: MetricsCost;
+  /** `--before <rev>`: the same bench on an earlier commit, run first. */
+  before?: BeforeRun<Results>;
   large?: { bytes: number; status: number; seconds: number; rssBefore: number; rssPeak: number; growth: number };
   idle?: PickupFigures & { docs: number; failed: number };
   pipeline?: PickupFigures & {
@@ -437,6 +450,13 @@ async function main(): Promise<Results> {
     }
   });
   log(`temp dir ${tmp}`);
+  let before: BeforeRun<Results> | undefined;
+  if (args.before) {
+    const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+    onCleanup('before worktree', async () => removeWorktree(root, tmp));
+    before = await runBefore<Results>({ root, tmp, rev: args.before, args: forwardedArgs(process.argv.slice(2)), timeoutMs: ownBudgetMs, log });
+    log(`--before ${args.before}: done in ${Math.round(before.seconds)} s; now this tree`);
+  }
 
   // Postgres: a fresh cluster (its dataDir is the temp dir itself: as root, the cluster's owner
   // must be able to traverse it). fsync and synchronous_commit stay ON (the defaults): commit
@@ -493,6 +513,11 @@ async function main(): Promise<Results> {
   const logger = createLogger(config.logLevel);
   const runtime: Runtime = await openRuntime(config, logger, 'bench');
   onCleanup('docpipe runtime', () => runtime.close());
+  // As a service process runs: its pipeline metrics configured, and competing for the sampling lease.
+  configurePipelineMetrics(config);
+  initializeSeries();
+  const metricsSampler = startSampler({ sql: runtime.sql, logger, intervalSeconds: config.metricsSampleIntervalSeconds });
+  onCleanup('metrics sampler', () => metricsSampler.stop());
   const jwt = await jwtSettings(config);
   const api = await buildApiApp({ config, jwt, logger, ctx: runtime.ctx, storage: runtime.providers.storage, embedder: runtime.providers.embedder, vectors: runtime.vectors, uploadSigningKey: runtime.uploadSigningKey, readiness: runtime.readiness });
   const apiUrl = await api.app.listen({ host: '127.0.0.1', port: 0 });
@@ -789,6 +814,10 @@ async function main(): Promise<Results> {
   await pair('POST /v1/documents 4 KB', 'budgets counting', { url: `${apiUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: settings.postConnections }, { url: `${budgetedUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: settings.postConnections });
 
   clearInterval(rssSampler);
+  // After every phase, the registry holds what a busy process's would: its scrape is the real one.
+  await metricsSampler.tick();
+  results.metrics = await measureMetricsCost(registry);
+  if (before) results.before = before;
   results.rss.end = process.memoryUsage.rss();
   results.rss.peak = Math.max(peak, results.rss.end);
   log(`finished in ${Math.round((Date.now() - started) / 1000)} s`);
@@ -988,6 +1017,16 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
       options,
     ),
   );
+  if (r.metrics) {
+    out.push('');
+    out.push('Observing (issue 11): a scrape of /metrics and the per-request work of the metrics hook');
+    out.push(metricsCostReport(r.metrics, options));
+  }
+  if (r.before) {
+    out.push('');
+    out.push(`Before and after: the same bench on ${r.before.rev} (${r.before.commit.slice(0, 12)}), run first in this run, then on this tree`);
+    out.push(beforeAfterReport(r.before, r, options));
+  }
   const phases: [string, PhaseCpu | undefined][] = [
     ['hello-world', r.hello?.cpu],
     ['webhook baseline', wh?.baseline.cpu],
@@ -1026,11 +1065,13 @@ function header(r: Results): string {
 // ---------------------------------------------------------------------------------------------
 
 let exitCode = 0;
-const budgetMs =
+const ownBudgetMs =
   5 * 60_000 + // start-up, idle pickup, large upload, teardown
   4 * (settings.warmupSeconds + settings.durationSeconds + 30) * 1000 +
   (settings.webhook ? 120_000 + 3 * (settings.warmupSeconds + settings.durationSeconds + 30) * 1000 : 0) +
   (30_000 + settings.docs * 500);
+// --before runs the whole bench once more (an earlier commit's) ahead of this one.
+const budgetMs = args.before ? 2 * ownBudgetMs : ownBudgetMs;
 const budget = setTimeout(() => {
   log(`time budget of ${Math.round(budgetMs / 1000)} s exhausted; cleaning up`);
   void cleanup().finally(() => process.exit(1));

@@ -12,7 +12,7 @@ import { createSql } from './db/client.ts';
 import { migrate } from './db/migrate.ts';
 import { EmbeddingDimensionsError, openVectorStore } from './db/vectors.ts';
 import { createLogger, type Logger } from './observability/logger.ts';
-import { buildInfo, startMetricsServer } from './observability/metrics.ts';
+import { buildInfo, initializeSeries, startMetricsServer } from './observability/metrics.ts';
 import { configurePipelineMetrics } from './observability/pipeline-metrics.ts';
 import { startSampler } from './observability/sampler.ts';
 import { DOCTOR_USAGE, formatReport, parseDoctorArgs, runDoctor } from './ops/doctor.ts';
@@ -196,6 +196,7 @@ async function runServices(config: Config, logger: Logger, services: ServiceName
     const metrics = await startMetricsServer(config.host, config.metricsPorts[services.length === 1 ? services[0]! : 'api']);
     closers.push(metrics.close);
     buildInfo.set({ service: name, version: docpipeVersion() }, 1);
+    initializeSeries();
     configurePipelineMetrics(config);
     // Every process competes for the sampling lease; one samples the database for the whole deployment.
     const sampler = startSampler({ sql: rt.sql, logger, intervalSeconds: config.metricsSampleIntervalSeconds });

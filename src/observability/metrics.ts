@@ -29,8 +29,35 @@ function declare<L extends string>(name: string, labels: Record<L, LabelSet>): L
   return Object.keys(labels) as L[];
 }
 
-function counter<L extends string>(name: string, help: string, labels: Record<L, LabelSet>): Counter<L> {
-  return new Counter({ name, help, labelNames: declare(name, labels), registers: [registry] });
+const counters: { metric: Counter<string>; labels: Record<string, LabelSet> }[] = [];
+
+function counter<L extends string>(name: string, help: string, labels: Record<L, LabelSet>, options: { initialize?: boolean } = {}): Counter<L> {
+  const metric = new Counter({ name, help, labelNames: declare(name, labels), registers: [registry] });
+  if (options.initialize !== false) counters.push({ metric: metric as Counter<string>, labels });
+  return metric;
+}
+
+/** Every combination of closed label values, or null when a label is open (routes, configured) or there are too many. */
+function combinations(labels: Record<string, LabelSet>, max: number): Record<string, string>[] | null {
+  let out: Record<string, string>[] = [{}];
+  for (const [label, values] of Object.entries(labels)) {
+    if (!Array.isArray(values)) return null;
+    out = out.flatMap((partial) => (values as readonly string[]).map((v) => ({ ...partial, [label]: v })));
+    if (out.length > max) return null;
+  }
+  return out;
+}
+
+/**
+ * Creates every series of the counters with closed label sets at 0, once, at a service's start.
+ * A series that first appears at 1 is invisible to rate() and increase() (they need two samples),
+ * so without this the first 5xx, the first 401 or the first dead letter after a restart would
+ * never reach a dashboard or an alert.
+ */
+export function initializeSeries(): void {
+  for (const { metric, labels } of counters) {
+    for (const combination of combinations(labels, 200) ?? []) metric.inc(combination, 0);
+  }
 }
 
 function gauge<L extends string>(name: string, help: string, labels: Record<L, LabelSet>, collect?: () => void): Gauge<L> {
@@ -87,6 +114,11 @@ export const httpRequestDuration = histogram(
   { service: [...SERVICES, 'other'], method: METHODS, route: ROUTE_PATTERNS, status_class: STATUS_CLASSES },
   [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
 );
+
+export const httpRequests = counter('docpipe_http_requests_total', 'HTTP answers by service and status class: the availability SLO counts 5xx among them.', {
+  service: [...SERVICES, 'other'],
+  status_class: STATUS_CLASSES,
+}, { initialize: false });
 
 export const httpErrorResponses = counter(
   'docpipe_http_error_responses_total',
@@ -230,6 +262,8 @@ export const providerRequests = counter(
   'docpipe_provider_requests_total',
   'HTTP requests to external providers (llamaparse, openai, supabase), by operation and outcome (ok, rate_limited, server_error, client_error, network_error).',
   { ...PROVIDER_LABELS, outcome: ['ok', 'rate_limited', 'server_error', 'client_error', 'network_error'] },
+  // Most provider x operation pairs do not exist (openai put): not created at 0.
+  { initialize: false },
 );
 
 export const providerRequestDuration = histogram(

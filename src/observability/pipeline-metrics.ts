@@ -35,6 +35,8 @@ export function configurePipelineMetrics(config: Pick<Config, 'parser' | 'embedd
     pageDollars: config.parser.kind === 'llamaparse' ? CREDITS_PER_PAGE[config.parser.tier] * config.pricing.llamaparseCreditDollars : 0,
     tokenDollars: config.embedder.kind === 'openai' ? config.pricing.openaiMillionTokensDollars / 1_000_000 : 0,
   };
+  // The success bar's series, from the start: the first failed document must count in rate().
+  for (const outcome of ['ready', 'failed'] as const) documentProcessing.zero({ parser: settings.parser, embedder: settings.embedder, outcome });
 }
 
 /** The start of a document's first run: its upload, as the status row recorded it (the database clock). */

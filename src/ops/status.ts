@@ -144,7 +144,8 @@ export function formatStatus(status: Status): string {
 
   lines.push('documents');
   const statuses = Object.entries(status.documents) as [DocumentStatus, number][];
-  lines.push(...table([...statuses.map(([name, n]) => [name, thousands(n)]), ['total', thousands(statuses.reduce((sum, [name, n]) => (name === 'deleted' ? sum : sum + n), 0)) + ' (not deleted)']]));
+  const live = statuses.reduce((sum, [name, n]) => (name === 'deleted' ? sum : sum + n), 0);
+  lines.push(...table([...statuses.map(([name, n]) => [name, thousands(n)]), ['all but deleted', thousands(live)]]));
   lines.push('');
 
   const failed = status.failuresLastHour.reduce((sum, f) => sum + f.count, 0);
@@ -163,8 +164,8 @@ export function formatStatus(status: Status): string {
       ['bytes', bytes(usage.bytes)],
       ['pages parsed', thousands(usage.pages)],
       ['tokens embedded', thousands(usage.tokens)],
-      ['estimated cost', `$${cost.totalDollars.toFixed(4)} (parser $${cost.parserDollars.toFixed(4)}, embedder $${cost.embedderDollars.toFixed(4)})`],
     ]));
+    lines.push(`estimated cost today: $${cost.totalDollars.toFixed(4)} (parser $${cost.parserDollars.toFixed(4)}, embedder $${cost.embedderDollars.toFixed(4)})`);
   }
   lines.push('');
 

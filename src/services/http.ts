@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from '../observability/logger.ts';
-import { bounded, ERROR_STATUS_CODES, httpErrorResponses, httpRequestDuration, METHODS, SERVICES } from '../observability/metrics.ts';
+import { bounded, ERROR_STATUS_CODES, httpErrorResponses, httpRequestDuration, httpRequests, METHODS, SERVICES, STATUS_CLASSES } from '../observability/metrics.ts';
 import { ProviderError } from '../providers/types.ts';
 import { HttpError } from './errors.ts';
 
@@ -131,6 +131,8 @@ function statusClass(status: number): '1xx' | '2xx' | '3xx' | '4xx' | '5xx' {
 
 export function createHttpApp(options: HttpAppOptions): App {
   const service = bounded(options.service, SERVICES);
+  // The SLO's series exist from the start (a first 5xx must be visible to rate()).
+  for (const status_class of STATUS_CLASSES) httpRequests.inc({ service, status_class }, 0);
   const app = Fastify({
     loggerInstance: options.logger.child({ service: options.service }),
     // A client's id is kept when it is plain (a bad one is refused in onRequest, below).
@@ -209,7 +211,9 @@ export function createHttpApp(options: HttpAppOptions): App {
     const route = request.routeOptions.url ?? 'unmatched';
     const status = reply.statusCode;
     const durationMs = reply.elapsedTime;
-    httpRequestDuration.observe({ service, method: bounded(request.method, METHODS), route, status_class: statusClass(status) }, durationMs / 1000);
+    const status_class = statusClass(status);
+    httpRequests.inc({ service, status_class });
+    httpRequestDuration.observe({ service, method: bounded(request.method, METHODS), route, status_class }, durationMs / 1000);
     if (status >= 400) httpErrorResponses.inc({ service, route, status_code: bounded(String(status), ERROR_STATUS_CODES) });
     if (status >= 500 && !deliberate.has(request)) request.log.error({ statusCode: status, route, durationMs }, 'request failed');
     else if (!QUIET_ROUTES.has(route)) request.log.info({ method: request.method, route, statusCode: status, durationMs: Math.round(durationMs * 10) / 10 }, 'request completed');

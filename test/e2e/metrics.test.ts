@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { signUserToken } from '../../src/security/tokens.ts';
 import { webhookCredential, WEBHOOK_TOKEN_HEADER } from '../../src/security/webhook-auth.ts';
-import { CONFIGURED, LABEL_VALUES, registry, ROUTE_PATTERNS } from '../../src/observability/metrics.ts';
+import { CONFIGURED, initializeSeries, LABEL_VALUES, registry, ROUTE_PATTERNS } from '../../src/observability/metrics.ts';
 import { startSampler } from '../../src/observability/sampler.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { api, startStack, TEST_WEBHOOK_SECRET, upload, waitForStatus } from '../helpers/stack.ts';
@@ -194,6 +194,19 @@ test('one process at a time samples the database; its gauges match the tables; a
     await a.stop();
     await b.stop();
   }
+});
+
+test('counters with closed label sets exist at 0 from the start, so a first increment is visible to rate()', async () => {
+  initializeSeries();
+  const series = await scrape();
+  const has = (name: string, labels: Record<string, string>) => series.some((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  assert.ok(has('docpipe_auth_failures_total', { reason: 'blocked' }));
+  assert.ok(has('docpipe_dead_letters_total', { queue: 'docpipe-embed' }));
+  assert.ok(has('docpipe_documents_failed_total', { stage: 'embed', code: 'EMBEDDER_AUTH_FAILED' }));
+  assert.ok(has('docpipe_security_events_total', { kind: 'forged_webhooks' }));
+  assert.ok(has('docpipe_http_requests_total', { service: 'api', status_class: '5xx' }));
+  assert.ok(has('docpipe_http_requests_total', { service: 'webhook', status_class: '5xx' }));
+  assert.ok(!series.some((s) => s.name === 'docpipe_provider_requests_total' && s.labels.provider === 'openai' && s.labels.operation === 'put'), 'no nonsense pairs');
 });
 
 test('every label value of every docpipe series is within its declared closed set', async () => {

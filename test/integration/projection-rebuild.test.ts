@@ -1,5 +1,5 @@
-// A rebuild from the log gives exactly the rows the inline path wrote, repairs a damaged read
-// model, and removes chunks that belong to no current run.
+// A rebuild from the log gives exactly the rows the inline path wrote (document_status and
+// usage_daily), repairs a damaged read model, and removes chunks that belong to no current run.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
@@ -117,6 +117,7 @@ async function buildLog(): Promise<number> {
 }
 
 const snapshot = async () => [...(await sql`select * from docpipe.document_status order by id`)];
+const usageSnapshot = async () => [...(await sql`select * from docpipe.usage_daily order by owner_id, day`)];
 const chunkRows = async () =>
   await sql<{ document_id: string; chunk_index: number; run: number }[]>`
     select document_id, chunk_index, run from docpipe.document_chunks order by document_id, chunk_index`;
@@ -129,6 +130,7 @@ async function insertChunk(documentId: string, chunkIndex: number, run: number):
 
 const totalEvents = await buildLog();
 const expected = await snapshot();
+const expectedUsage = await usageSnapshot();
 
 describe('projection rebuild', () => {
   test('the log covers every state, and the inline rows match each scenario', async () => {
@@ -149,6 +151,14 @@ describe('projection rebuild', () => {
       assert.equal(Number(row.size_bytes), 1000 + doc.n);
     }
     assert.equal(sent.filter((j) => j.queue === 'docpipe-parse').length, docs.length + PER_SCENARIO * 3, 'one parse job per upload and per reprocess');
+    // usage_daily: every upload, every parse and every chunking, reprocessed runs included.
+    const sum = (field: string) => expectedUsage.reduce((n, r) => n + Number(r[field]), 0);
+    assert.equal(sum('documents'), docs.length);
+    assert.equal(sum('bytes'), docs.reduce((n, d) => n + 1000 + d.n, 0));
+    const count = (type: string) => docs.reduce((n, d) => n + d.commands.filter((c) => c.type === type).length, 0);
+    assert.equal(sum('pages'), 2 * count('CompleteParse'));
+    assert.equal(sum('tokens'), 500 * count('RecordChunks'));
+    assert.deepEqual([...new Set(expectedUsage.map((r) => r.owner_id))].sort(), ['user-0', 'user-1', 'user-2']);
   });
 
   test('rebuildProjections gives exactly the rows of the inline path', async () => {
@@ -156,7 +166,9 @@ describe('projection rebuild', () => {
     assert.equal(result.documents, docs.length);
     assert.equal(result.events, totalEvents);
     assert.equal(result.orphanChunksRemoved, 0);
+    assert.equal(result.usageRows, expectedUsage.length);
     assert.deepEqual(await snapshot(), expected);
+    assert.deepEqual(await usageSnapshot(), expectedUsage);
   });
 
   test('a rebuild restores deleted and corrupted rows and drops rows with no stream', async () => {
@@ -173,10 +185,16 @@ describe('projection rebuild', () => {
       insert into docpipe.document_status (id, owner_id, file_name, media_type, size_bytes, sha256, storage_key, status, version, uploaded_at, updated_at)
       values (${stray}, 'nobody', 'stray.txt', 'text/plain', 1, 'x', 'k', 'ready', 1, now(), now())`;
     assert.notDeepEqual(await snapshot(), expected);
+    // usage_daily too: a row lost, a row inflated, a row of nobody's.
+    await sql`delete from docpipe.usage_daily where owner_id = 'user-0'`;
+    await sql`update docpipe.usage_daily set tokens = tokens + 12345, documents = 0 where owner_id = 'user-1'`;
+    await sql`insert into docpipe.usage_daily (owner_id, day, documents, bytes) values ('nobody', '2001-01-01', 1, 1)`;
+    assert.notDeepEqual(await usageSnapshot(), expectedUsage);
 
     const result = await rebuildProjections(sql);
     assert.equal(result.documents, docs.length);
     assert.deepEqual(await snapshot(), expected);
+    assert.deepEqual(await usageSnapshot(), expectedUsage);
   });
 
   test('orphan chunks (deleted document, stale run, no document) are removed; current ones stay', async () => {
@@ -214,6 +232,7 @@ describe('projection rebuild', () => {
       select content, token_count, embedding from docpipe.document_chunks where document_id = ${ready.id} and chunk_index = 1`;
     assert.deepEqual(kept, { content: 'chunk 1 of run 1', token_count: 12, embedding: [0.5, -0.25, 1] }, 'kept chunks are untouched');
     assert.deepEqual(await snapshot(), expected, 'the status rows are still the inline ones');
+    assert.deepEqual(await usageSnapshot(), expectedUsage, 'and the usage rows');
 
     // Idempotent: nothing more to remove, nothing changed.
     const again = await rebuildProjections(sql);
@@ -225,11 +244,16 @@ describe('projection rebuild', () => {
   test('the inline path keeps working on top of a rebuilt table', async () => {
     const doc = docOf('uploaded');
     await execute(ctx, doc.id, startParse(1), meta(doc));
+    await execute(ctx, doc.id, completeParse(1), meta(doc));
     const inline = await snapshot();
+    const inlineUsage = await usageSnapshot();
     await rebuildProjections(sql);
     assert.deepEqual(await snapshot(), inline);
+    assert.deepEqual(await usageSnapshot(), inlineUsage);
+    const pages = (rows: Record<string, unknown>[]) => rows.reduce((n, r) => n + Number(r.pages), 0);
+    assert.equal(pages(inlineUsage), pages(expectedUsage) + 2, 'the parse on top of the rebuilt table was counted');
     const row = inline.find((r) => r.id === doc.id)!;
-    assert.equal(row.status, 'parsing');
-    assert.equal(row.version, 2);
+    assert.equal(row.status, 'parsed');
+    assert.equal(row.version, 3);
   });
 });
