@@ -1,10 +1,11 @@
 // Housekeeping, run by the worker on a pg-boss schedule (every 15 minutes, once across all
-// workers): forget old webhook deliveries and audit rows past their retention (their ids only matter while a provider may still
+// workers): fold the usage deltas into the daily rows, forget old webhook deliveries and audit rows past their retention (their ids only matter while a provider may still
 // redeliver), and remove direct-upload reservations that were never registered, with whatever
 // the client uploaded for them.
 import type { Sql } from '../db/client.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Storage } from '../providers/types.ts';
+import { rollupUsage } from '../projections/usage.ts';
 import { pruneAudit } from '../security/audit.ts';
 import { documentPrefix } from './pipeline.ts';
 
@@ -25,11 +26,17 @@ export interface MaintenanceReport {
   webhookDeliveriesDeleted: number;
   expiredUploadsRemoved: number;
   auditRowsDeleted: number;
+  /** Rows of usage_deltas folded into usage_daily. */
+  usageRowsRolledUp: number;
 }
 
 export async function runMaintenance(deps: MaintenanceDeps, log: Logger): Promise<MaintenanceReport> {
   const { sql } = deps;
-  const report: MaintenanceReport = { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0, auditRowsDeleted: 0 };
+  const report: MaintenanceReport = { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0, auditRowsDeleted: 0, usageRowsRolledUp: 0 };
+  report.usageRowsRolledUp = await rollupUsage(sql).catch((err: unknown) => {
+    log.error({ err }, 'usage roll-up failed; retried at the next run (readers add the deltas up meanwhile)');
+    return 0;
+  });
   // A failure here must not keep the rest from running.
   report.auditRowsDeleted = await pruneAudit(sql, deps.auditRetentionDays).catch((err: unknown) => {
     log.error({ err }, 'audit log retention failed; retried at the next run');

@@ -8,7 +8,7 @@
 // DocumentChunked (tokenCount: what goes to the embedder). A reprocessed document is parsed and
 // embedded again, and counted again; a deleted one keeps what it used. The day is the event's
 // created_at (the database's clock) as a UTC date.
-import type { Db } from '../db/client.ts';
+import type { Db, Sql } from '../db/client.ts';
 import type { RecordedEvent } from '../events/catalog.ts';
 import { readAll } from '../events/store.ts';
 
@@ -101,10 +101,19 @@ function mergeDeltas(into: Map<string, UsageDelta>, more: readonly UsageDelta[])
 }
 
 /**
- * Adds `deltas` (from foldUsage: one per owner and day) to usage_daily in one statement; none,
- * no statement. Rows are created at the first delta of an owner's day.
+ * Records `deltas` (from foldUsage: one per owner and day) in one statement; none, no statement.
+ * They go to usage_deltas as new rows: an insert takes no row lock another writer waits for, so
+ * one owner's uploads, parses and chunkings commit side by side. rollupUsage folds them into
+ * usage_daily later; readers add both tables up.
  */
 export async function writeUsage(tx: Db, deltas: readonly UsageDelta[]): Promise<void> {
+  if (deltas.length === 0) return;
+  const rows = deltas.map((d) => ({ owner_id: d.ownerId, day: d.day, documents: d.documents, bytes: d.bytes, pages: d.pages, tokens: d.tokens }));
+  await tx`insert into docpipe.usage_deltas ${tx(rows, 'owner_id', 'day', 'documents', 'bytes', 'pages', 'tokens')}`;
+}
+
+/** Adds `deltas` into usage_daily's rows (the rebuild, and the roll-up). */
+async function addToDaily(tx: Db, deltas: readonly UsageDelta[]): Promise<void> {
   if (deltas.length === 0) return;
   const rows = deltas.map((d) => ({ owner_id: d.ownerId, day: d.day, documents: d.documents, bytes: d.bytes, pages: d.pages, tokens: d.tokens }));
   await tx`
@@ -117,12 +126,43 @@ export async function writeUsage(tx: Db, deltas: readonly UsageDelta[]): Promise
 }
 
 /**
+ * Folds usage_deltas into usage_daily, a batch per transaction: each batch's rows are deleted
+ * and added to their days in one statement, so a row counts in exactly one of the two tables at
+ * any moment. Rows a transaction has not committed yet are not seen, and stay for the next run.
+ * Run by the maintenance job (one at a time across workers). Returns the delta rows folded.
+ */
+export async function rollupUsage(sql: Sql, options: { batchSize?: number } = {}): Promise<number> {
+  const batchSize = options.batchSize ?? 10_000;
+  let total = 0;
+  for (;;) {
+    const [row] = await sql<{ moved: bigint }[]>`
+      with moved as (
+        delete from docpipe.usage_deltas
+         where ctid = any (array(select ctid from docpipe.usage_deltas limit ${batchSize}))
+        returning owner_id, day, documents, bytes, pages, tokens
+      ), added as (
+        insert into docpipe.usage_daily (owner_id, day, documents, bytes, pages, tokens)
+        select owner_id, day, sum(documents), sum(bytes), sum(pages), sum(tokens) from moved group by owner_id, day
+        on conflict (owner_id, day) do update set
+          documents = usage_daily.documents + excluded.documents,
+          bytes = usage_daily.bytes + excluded.bytes,
+          pages = usage_daily.pages + excluded.pages,
+          tokens = usage_daily.tokens + excluded.tokens
+      )
+      select count(*) as moved from moved`;
+    const moved = Number(row?.moved ?? 0);
+    total += moved;
+    if (moved < batchSize) return total;
+  }
+}
+
+/**
  * Rebuild: replays the whole log into an emptied usage_daily, inside `tx` (the caller's
  * transaction, that of rebuild-projections). Appenders that would add usage wait for the commit.
  */
 export async function rebuildUsage(tx: Db, options: { batchSize?: number } = {}): Promise<{ usageRows: number }> {
-  await tx`lock table docpipe.usage_daily in access exclusive mode`;
-  await tx`truncate docpipe.usage_daily`;
+  await tx`lock table docpipe.usage_daily, docpipe.usage_deltas in access exclusive mode`;
+  await tx`truncate docpipe.usage_daily, docpipe.usage_deltas`;
   const owners = new Map<string, { owner_id: string }>();
   const totals = new Map<string, UsageDelta>();
   const batchSize = options.batchSize ?? 5000;
@@ -137,8 +177,17 @@ export async function rebuildUsage(tx: Db, options: { batchSize?: number } = {})
     after = batch.at(-1)!.globalPosition;
   }
   const all = [...totals.values()];
-  for (let i = 0; i < all.length; i += 1000) await writeUsage(tx, all.slice(i, i + 1000));
+  for (let i = 0; i < all.length; i += 1000) await addToDaily(tx, all.slice(i, i + 1000));
   return { usageRows: all.length };
+}
+
+/** The rows of both tables (usage_daily, and the deltas not yet folded into it) in a range of days. */
+function usageRows(db: Db, query: { ownerId: string | null; from: string; to: string }) {
+  const where = () => db`day between ${query.from}::date and ${query.to}::date and ${query.ownerId === null ? db`true` : db`owner_id = ${query.ownerId}`}`;
+  return db`(
+    select owner_id, day, documents, bytes, pages, tokens from docpipe.usage_daily where ${where()}
+    union all
+    select owner_id, day, documents, bytes, pages, tokens from docpipe.usage_deltas where ${where()})`;
 }
 
 type CountsRow = { documents: bigint; bytes: bigint; pages: bigint; tokens: bigint };
@@ -149,9 +198,7 @@ export async function queryUsage(db: Db, query: { ownerId: string | null; from: 
   const rows = await db<(CountsRow & { day: string })[]>`
     select to_char(day, 'YYYY-MM-DD') as day,
            sum(documents)::bigint as documents, sum(bytes)::bigint as bytes, sum(pages)::bigint as pages, sum(tokens)::bigint as tokens
-    from docpipe.usage_daily
-    where day between ${query.from}::date and ${query.to}::date
-      and ${query.ownerId === null ? db`true` : db`owner_id = ${query.ownerId}`}
+    from ${usageRows(db, query)} u
     group by day
     order by day`;
   const days = rows.map((r) => ({ day: r.day, ...counts(r) }));
@@ -173,9 +220,7 @@ export async function queryUsageByOwner(
     select owner_id,
            sum(documents)::bigint as documents, sum(bytes)::bigint as bytes, sum(pages)::bigint as pages, sum(tokens)::bigint as tokens,
            count(*) over () as owner_count
-    from docpipe.usage_daily
-    where day between ${query.from}::date and ${query.to}::date
-      and ${query.ownerId == null ? db`true` : db`owner_id = ${query.ownerId}`}
+    from ${usageRows(db, { from: query.from, to: query.to, ownerId: query.ownerId ?? null })} u
     group by owner_id
     order by sum(pages) * ${query.pageDollars ?? 0}::float8 + sum(tokens) * ${query.tokenDollars ?? 0}::float8 desc,
              sum(tokens) desc, sum(pages) desc, sum(bytes) desc, sum(documents) desc, owner_id

@@ -60,7 +60,7 @@ test('old delivery ids and long-expired reservations go; the rest stays', async 
   assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'UPLOAD_NOT_FOUND');
 
   // A second run finds nothing more to do.
-  assert.deepEqual(await runMaintenance(deps, createLogger('silent')), { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0, auditRowsDeleted: 0 });
+  assert.deepEqual(await runMaintenance(deps, createLogger('silent')), { webhookDeliveriesDeleted: 0, expiredUploadsRemoved: 0, auditRowsDeleted: 0, usageRowsRolledUp: 0 });
 });
 
 test('the worker schedules the maintenance job', async () => {

@@ -7,6 +7,7 @@ import { execute, type CommandContext } from '../../src/documents/commands.ts';
 import type { DocumentCommand, DocumentStatus } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
 import { rebuildProjections } from '../../src/projections/rebuild.ts';
+import { rollupUsage } from '../../src/projections/usage.ts';
 import type { JobRequest } from '../../src/queue/jobs.ts';
 import { createDatabase } from '../helpers/db.ts';
 
@@ -117,7 +118,11 @@ async function buildLog(): Promise<number> {
 }
 
 const snapshot = async () => [...(await sql`select * from docpipe.document_status order by id`)];
-const usageSnapshot = async () => [...(await sql`select * from docpipe.usage_daily order by owner_id, day`)];
+const usageSnapshot = async () => {
+  // Deltas folded in first (the maintenance job's roll-up), so the snapshot is one row per owner and day.
+  await rollupUsage(sql);
+  return [...(await sql`select * from docpipe.usage_daily order by owner_id, day`)];
+};
 const chunkRows = async () =>
   await sql<{ document_id: string; chunk_index: number; run: number }[]>`
     select document_id, chunk_index, run from docpipe.document_chunks order by document_id, chunk_index`;

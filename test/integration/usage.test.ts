@@ -11,7 +11,7 @@ import type { Db } from '../../src/db/client.ts';
 import { executeBatchIn, type BatchItem, type CommandContext } from '../../src/documents/commands.ts';
 import type { DocumentCommand } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
-import { queryUsage, queryUsageByOwner, rebuildUsage, usageDay, writeUsage, type UsageDelta } from '../../src/projections/usage.ts';
+import { queryUsage, queryUsageByOwner, rebuildUsage, rollupUsage, usageDay, writeUsage, type UsageDelta } from '../../src/projections/usage.ts';
 import { createDatabase } from '../helpers/db.ts';
 
 const db = await createDatabase();
@@ -31,18 +31,20 @@ interface UsageRow {
 const usageRows = async (owners?: string[]): Promise<UsageRow[]> =>
   (
     await sql<{ owner_id: string; day: string; documents: bigint; bytes: bigint; pages: bigint; tokens: bigint }[]>`
-      select owner_id, to_char(day, 'YYYY-MM-DD') as day, documents, bytes, pages, tokens from docpipe.usage_daily
+      select owner_id, to_char(day, 'YYYY-MM-DD') as day, sum(documents)::bigint as documents, sum(bytes)::bigint as bytes, sum(pages)::bigint as pages, sum(tokens)::bigint as tokens
+      from (select * from docpipe.usage_daily union all select * from docpipe.usage_deltas) u
       where ${owners ? sql`owner_id = any(${owners})` : sql`true`}
+      group by owner_id, day
       order by owner_id, day`
   ).map((r) => ({ ...r, documents: Number(r.documents), bytes: Number(r.bytes), pages: Number(r.pages), tokens: Number(r.tokens) }));
 
-/** `tx`, counting the statements that name usage_daily. */
+/** `tx`, counting the statements that name a usage table. */
 function counting(tx: Db): { tx: Db; usageStatements: () => number } {
   let n = 0;
   const proxy = new Proxy(tx, {
     apply(target, thisArg, args: unknown[]) {
       const strings = args[0] as { raw?: readonly string[] } | undefined;
-      if (strings?.raw?.some((s) => s.includes('usage_daily'))) n++;
+      if (strings?.raw?.some((s) => s.includes('usage_daily') || s.includes('usage_deltas'))) n++;
       return Reflect.apply(target as never, thisArg, args);
     },
   });
@@ -180,10 +182,45 @@ describe('queries', () => {
   });
 });
 
+describe('roll-up', () => {
+  test('folds the deltas into the daily rows: the sums do not change, the deltas are gone; an uncommitted delta stays for the next run', async () => {
+    await writeUsage(sql, [
+      { ownerId: 'r-1', day: '2001-05-01', documents: 1, bytes: 10, pages: 1, tokens: 100 },
+      { ownerId: 'r-1', day: '2001-05-01', documents: 2, bytes: 20, pages: 0, tokens: 5 },
+      { ownerId: 'r-2', day: '2001-05-02', documents: 1, bytes: 1, pages: 0, tokens: 0 },
+    ]);
+    const before = await usageRows(['r-1', 'r-2']);
+    // A writer in flight: its delta is not visible to the roll-up, and must survive it.
+    let release!: () => void;
+    const holding = new Promise<void>((r) => (release = r));
+    let inserted!: () => void;
+    const insertedYet = new Promise<void>((r) => (inserted = r));
+    const writer = sql.begin(async (tx) => {
+      await writeUsage(tx, [{ ownerId: 'r-1', day: '2001-05-01', documents: 0, bytes: 0, pages: 0, tokens: 7 }]);
+      inserted();
+      await holding;
+    });
+    await insertedYet;
+    const moved = await rollupUsage(sql, { batchSize: 2 });
+    assert.ok(moved >= 3, `moved ${moved}`);
+    assert.deepEqual(await usageRows(['r-1', 'r-2']), before, 'the sums are the same before and after');
+    const [left] = await sql<{ n: number }[]>`select count(*)::int as n from docpipe.usage_deltas where owner_id in ('r-1', 'r-2')`;
+    assert.equal(left!.n, 0);
+    release();
+    await writer;
+    assert.equal((await usageRows(['r-1']))[0]!.tokens, 112, 'the committed delta counts');
+    assert.equal(await rollupUsage(sql), 1);
+    const [daily] = await sql<{ tokens: bigint }[]>`select tokens from docpipe.usage_daily where owner_id = 'r-1' and day = '2001-05-01'`;
+    assert.equal(Number(daily!.tokens), 112);
+    await sql`delete from docpipe.usage_daily where owner_id in ('r-1', 'r-2')`;
+  });
+});
+
 describe('rebuild', () => {
   test('refolds the whole log: the inline rows, plus a stream appended across midnight (UTC)', async () => {
     // The writer's test rows have no events: the rebuild drops them.
     await sql`delete from docpipe.usage_daily where owner_id in ('w-1', 'w-2')`;
+    await sql`delete from docpipe.usage_deltas where owner_id in ('w-1', 'w-2')`;
     const inline = await usageRows();
     assert.ok(inline.length >= 2);
     // A stream whose events straddle midnight, written straight into the log (no inline write):
@@ -200,8 +237,11 @@ describe('rebuild', () => {
         insert into docpipe.events (stream_id, stream_version, type, type_version, data, metadata, created_at)
         values (${id}, ${version}, ${type}, ${type === 'ParseSucceeded' ? 2 : 1}, ${sql.json(data as never)}, ${sql.json(meta as never)}, ${at}::timestamptz)`;
     }
-    // A corrupted row, which the rebuild must not keep.
-    await sql`update docpipe.usage_daily set tokens = tokens + 999999 where owner_id = 'owner-a'`;
+    // A corrupted row, which the rebuild must not keep (rolled up first, so the row is there), and a stray delta.
+    await rollupUsage(sql);
+    const damaged = await sql`update docpipe.usage_daily set tokens = tokens + 999999 where owner_id = 'owner-a'`;
+    assert.ok(damaged.count > 0);
+    await sql`insert into docpipe.usage_deltas (owner_id, day, tokens) values ('owner-a', '2001-01-01', 5)`;
 
     const result = await sql.begin((tx) => rebuildUsage(tx, { batchSize: 7 }));
     assert.equal(result.usageRows, inline.length + 2);
