@@ -7,15 +7,10 @@
 // charges nothing for a cache hit and may charge for a failed job; OpenAI bills the tokens of a
 // retried request again. The providers' dashboards have the real figures.
 import type { Config } from '../config.ts';
-import type { LlamaParseTier } from '../providers/parser/llamaparse.ts';
+import { LLAMAPARSE_CREDITS_PER_PAGE, type LlamaParseTier } from '../providers/parser/llamaparse.ts';
 
-/** LlamaCloud credits per parsed page, by tier (its published prices; LLAMAPARSE_TIER). */
-export const CREDITS_PER_PAGE: Readonly<Record<LlamaParseTier, number>> = Object.freeze({
-  fast: 1,
-  cost_effective: 3,
-  agentic: 10,
-  agentic_plus: 45,
-});
+/** LlamaCloud credits per parsed page, by tier (its published prices; LLAMAPARSE_TIER): the adapter's table. */
+export const CREDITS_PER_PAGE: Readonly<Record<LlamaParseTier, number>> = LLAMAPARSE_CREDITS_PER_PAGE;
 
 /** PRICE_LLAMAPARSE_CREDIT_DOLLARS and PRICE_OPENAI_MILLION_TOKENS_DOLLARS. */
 export interface Pricing {

@@ -7,7 +7,6 @@ import { costNote, costSettings, CREDITS_PER_PAGE, estimateCostDollars, lastDays
 import type { EventPayloads, EventType, RecordedEvent } from '../../src/events/catalog.ts';
 import { parseUsageArgs } from '../../src/ops/usage.ts';
 import { foldUsage, usageDay } from '../../src/projections/usage.ts';
-import { LLAMAPARSE_CREDITS_PER_PAGE } from '../../src/providers/parser/llamaparse.ts';
 import { loadConfig } from '../../src/config.ts';
 
 const pricing = { llamaparseCreditDollars: 0.001, openaiMillionTokensDollars: 0.02 };
@@ -15,7 +14,6 @@ const pricing = { llamaparseCreditDollars: 0.001, openaiMillionTokensDollars: 0.
 describe('estimateCostDollars', () => {
   test('credits per page by tier are LlamaCloud\'s, the same as the adapter\'s', () => {
     assert.deepEqual({ ...CREDITS_PER_PAGE }, { fast: 1, cost_effective: 3, agentic: 10, agentic_plus: 45 });
-    assert.deepEqual({ ...CREDITS_PER_PAGE }, LLAMAPARSE_CREDITS_PER_PAGE);
   });
 
   test('LlamaParse: pages x credits of the tier x credit price; OpenAI: tokens x price per million', () => {
