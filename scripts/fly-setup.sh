@@ -79,7 +79,8 @@ common=("DATABASE_URL=$DATABASE_URL" "SUPABASE_URL=$SUPABASE_URL" "SUPABASE_SERV
 [ -z "${JWT_SECRET:-}" ] || common+=("JWT_SECRET=$JWT_SECRET")
 [ -z "${JWT_JWKS_URL:-}" ] || common+=("JWT_JWKS_URL=$JWT_JWKS_URL")
 [ -z "${JWT_ISSUER:-}" ] || common+=("JWT_ISSUER=$JWT_ISSUER")
-flyctl secrets set --stage -a "$API_APP" "${common[@]}" > /dev/null
+# The api embeds search queries with the worker's model: it needs the OpenAI key too.
+flyctl secrets set --stage -a "$API_APP" "${common[@]}" "OPENAI_API_KEY=$OPENAI_API_KEY" > /dev/null
 flyctl secrets set --stage -a "$WEBHOOK_APP" "${common[@]}" "WEBHOOK_SECRET=$WEBHOOK_SECRET" \
   "LLAMAPARSE_WEBHOOK_SIGNING_SECRET=$LLAMAPARSE_WEBHOOK_SIGNING_SECRET" > /dev/null
 flyctl secrets set --stage -a "$WORKER_APP" "${common[@]}" "WEBHOOK_SECRET=$WEBHOOK_SECRET" \

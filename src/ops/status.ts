@@ -57,7 +57,7 @@ export interface Status {
   documents: Record<DocumentStatus, number>;
   /** Documents that failed in the last hour (by failed_at), per error code, most first. */
   failuresLastHour: FailureCount[];
-  /** Null when docpipe.usage_daily does not exist yet (a database not migrated to this version). */
+  /** Null when docpipe.usage_daily or usage_deltas does not exist yet (a database not migrated to this version). */
   usageToday: UsageToday | null;
   connections: { total: number; max: number; byApplication: ConnectionSample[] };
 }
@@ -73,14 +73,20 @@ export async function collectStatus(sql: Db, config: Pick<Config, 'parser' | 'em
        where status = 'failed' and failed_at > now() - interval '1 hour'
        group by error_code
        order by count(*) desc, error_code nulls last`,
-    // usage_daily's days are UTC dates (projections/usage.ts), whatever the session's time zone.
+    // usage_daily's days are UTC dates (projections/usage.ts), whatever the session's time zone;
+    // the command transactions' usage_deltas not yet folded into it count too.
     sql<{ day: string; owners: bigint; documents: bigint; bytes: bigint; pages: bigint; tokens: bigint }[]>`
-      select to_char((now() at time zone 'utc')::date, 'YYYY-MM-DD') as day,
-             count(*) as owners,
+      with today as (select (now() at time zone 'utc')::date as day),
+      rows as (
+        select owner_id, documents, bytes, pages, tokens from docpipe.usage_daily where day = (select day from today)
+        union all
+        select owner_id, documents, bytes, pages, tokens from docpipe.usage_deltas where day = (select day from today)
+      )
+      select to_char((select day from today), 'YYYY-MM-DD') as day,
+             count(distinct owner_id) as owners,
              coalesce(sum(documents), 0)::bigint as documents, coalesce(sum(bytes), 0)::bigint as bytes,
              coalesce(sum(pages), 0)::bigint as pages, coalesce(sum(tokens), 0)::bigint as tokens
-        from docpipe.usage_daily
-       where day = (now() at time zone 'utc')::date`.catch((err: { code?: string }) => {
+        from rows`.catch((err: { code?: string }) => {
       if (err?.code === UNDEFINED_TABLE) return null;
       throw err;
     }),
@@ -155,7 +161,7 @@ export function formatStatus(status: Status): string {
 
   const usage = status.usageToday;
   if (!usage) {
-    lines.push('usage today: docpipe.usage_daily is missing (run `docpipe migrate`)');
+    lines.push('usage today: the usage tables are missing (run `docpipe migrate`)');
   } else {
     lines.push(`usage today (${usage.day}, UTC): ${thousands(usage.owners)} owner${usage.owners === 1 ? '' : 's'}`);
     const cost = usage.estimatedCost;

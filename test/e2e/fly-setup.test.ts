@@ -96,6 +96,7 @@ test('creates the apps, stages what each app needs to run, creates the bucket, p
   assert.equal(configs.worker!.webhook.secret, generated, 'the worker signs with the key the webhook verifies');
   assert.equal(configs.worker!.webhook.publicUrl, `https://${good.WEBHOOK_APP}.fly.dev`);
   assert.deepEqual([configs.worker!.parser.kind, configs.worker!.embedder.kind], ['llamaparse', 'openai']);
+  assert.deepEqual(configs.api!.embedder, configs.worker!.embedder, 'the api embeds search queries as the worker embeds chunks (same key, model, dimensions)');
   assert.equal(configs.api!.webhook.secret, undefined, 'the api holds no webhook key');
   const signing = /^LLAMAPARSE_WEBHOOK_SIGNING_SECRET=(\S{32,})$/m.exec(result.envFile)?.[1];
   assert.ok(signing, 'the generated signing key is kept in the file');

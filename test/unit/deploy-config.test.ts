@@ -553,6 +553,14 @@ describe('fly.*.toml', () => {
     // Each is a database client; a service far from the others is far from Postgres too.
     assert.equal(new Set(SERVICES.map((s) => docs[s]!.primary_region)).size, 1);
   });
+
+  test('the api embeds as the worker does: search queries and chunks in one vector space, and migrate checks the dimension the worker writes', () => {
+    const embedder = (s: ServiceName) => {
+      const e = configOf(s).embedder;
+      return e.kind === 'openai' ? { kind: e.kind, model: e.model, dimensions: e.dimensions } : { kind: e.kind, dimensions: e.dimensions };
+    };
+    assert.deepEqual(embedder('api'), embedder('worker'));
+  });
 });
 
 describe('the checker reports broken files', () => {
@@ -620,7 +628,8 @@ describe('the checker reports broken files', () => {
   });
 
   test('a provider selected in [env] whose key the header does not list', () => {
-    reports(broken('[env]\n', '[env]\n  DOCPIPE_EMBEDDER = "openai"\n'), /does not load: DOCPIPE_EMBEDDER=openai needs OPENAI_API_KEY/);
+    // The api selects openai (for search): drop the key from its header's list of secrets.
+    reports(broken('# OPENAI_API_KEY (POST', '# (POST'), /does not load: DOCPIPE_EMBEDDER=openai needs OPENAI_API_KEY/);
   });
 });
 
