@@ -8,7 +8,7 @@
 //
 // Secrets never reach a line:
 // - pino's redaction censors credentials by name: fields named like one (token, secret,
-//   password, apiKey, key, signature...) at the top of a line, and the authorization, cookie,
+//   password, apiKey, signature...) at the top of a line, and the authorization, cookie,
 //   API-key and signature headers under `req.headers`, `request.headers`, `res.headers`,
 //   `response.headers` and `err.headers`;
 // - the second level (`headers.authorization`, `auth.token`, `upload.url`) is the log formatter's:
@@ -50,7 +50,8 @@ export const SECRET_FIELDS: readonly string[] = [
   'token', 'accessToken', 'access_token', 'refreshToken', 'refresh_token', 'idToken', 'id_token',
   'secret', 'clientSecret', 'client_secret', 'webhookSecret', 'signingSecret', 'jwtSecret',
   'password', 'passwd',
-  'apiKey', 'apikey', 'api_key', 'key', 'serviceKey', 'serviceRoleKey', 'privateKey', 'private_key',
+  // Not plain `key`: it names storage keys (documents/<id>/original), which an operator needs.
+  'apiKey', 'apikey', 'api_key', 'serviceKey', 'serviceRoleKey', 'privateKey', 'private_key',
   'signature',
   'authorization', 'proxy-authorization', 'cookie', 'set-cookie',
   'x-api-key', 'lc-signature', 'x-docpipe-webhook-token', 'x-webhook-signature',

@@ -268,6 +268,7 @@ test('nothing secret is logged, at debug, by docpipe all under traffic that carr
     assert.equal(typeof line.durationMs, 'number', JSON.stringify(line));
   }
   assert.ok(access.some((l) => l.statusCode === 401 && l.route === '/v1/documents'), 'the refused bearers have access lines');
+  for (const line of access.filter((l) => l.service === 'api' && l.route.startsWith('/v1/'))) assert.equal(line.clientAddress, '127.0.0.1', `the api's lines say who sent the request: ${JSON.stringify(line)}`);
 
   // The worker's job lines: what a document's story is followed by (docs/OPERATIONS.md).
   const finished = lines.filter((l) => l.msg === 'job finished');

@@ -18,21 +18,21 @@ function collecting(options: { service?: string } = {}): { log: Logger; raw: str
 describe('credentials by name', () => {
   test('at the top of a line', () => {
     const { log, lines, raw } = collecting();
-    log.info({ token: 't-1', secret: 's-1', password: 'p-1', apiKey: 'a-1', apikey: 'a-2', key: 'k-1', signature: 'sig-1', 'x-api-key': 'x-1', 'lc-signature': 'lc-1', authorization: 'Bearer b-1', documentId: 'doc-1' }, 'top');
+    log.info({ token: 't-1', secret: 's-1', password: 'p-1', apiKey: 'a-1', apikey: 'a-2', key: 'documents/k-1/original', signature: 'sig-1', 'x-api-key': 'x-1', 'lc-signature': 'lc-1', authorization: 'Bearer b-1', documentId: 'doc-1' }, 'top');
     const [line] = lines();
-    for (const name of ['token', 'secret', 'password', 'apiKey', 'apikey', 'key', 'signature', 'x-api-key', 'lc-signature', 'authorization']) assert.equal(line![name], REDACTED, name);
+    for (const name of ['token', 'secret', 'password', 'apiKey', 'apikey', 'signature', 'x-api-key', 'lc-signature', 'authorization']) assert.equal(line![name], REDACTED, name);
     assert.equal(line!.documentId, 'doc-1', 'other fields are written as they are');
-    assert.doesNotMatch(raw.join(''), /t-1|s-1|p-1|a-1|a-2|k-1|sig-1|x-1|lc-1|b-1/);
+    assert.doesNotMatch(raw.join(''), /t-1|s-1|p-1|a-1|a-2|sig-1|x-1|lc-1|b-1/);
   });
 
   test('one level down, whatever the case of the name', () => {
     const { log, lines, raw } = collecting();
-    log.info({ provider: { Token: 't-2', apiKey: 'a-3', API_KEY: 'a-4', Secret: 's-2', region: 'eu' }, webhook: { signature: 'sig-2', password: 'p-2', key: 'k-2' }, headers: { Authorization: 'Bearer b-2', cookie: 'c-2', 'x-api-key': 'x-2', 'lc-signature': 'lc-2', 'x-docpipe-webhook-token': 'v1.1.w-2', 'content-type': 'application/json' } }, 'nested');
+    log.info({ provider: { Token: 't-2', apiKey: 'a-3', API_KEY: 'a-4', Secret: 's-2', region: 'eu' }, webhook: { signature: 'sig-2', password: 'p-2', key: 'documents/k-2/original' }, headers: { Authorization: 'Bearer b-2', cookie: 'c-2', 'x-api-key': 'x-2', 'lc-signature': 'lc-2', 'x-docpipe-webhook-token': 'v1.1.w-2', 'content-type': 'application/json' } }, 'nested');
     const [line] = lines();
     assert.deepEqual(line!.provider, { Token: REDACTED, apiKey: REDACTED, API_KEY: REDACTED, Secret: REDACTED, region: 'eu' });
-    assert.deepEqual(line!.webhook, { signature: REDACTED, password: REDACTED, key: REDACTED });
+    assert.deepEqual(line!.webhook, { signature: REDACTED, password: REDACTED, key: 'documents/k-2/original' }, 'a storage key is no secret');
     assert.deepEqual(line!.headers, { Authorization: REDACTED, cookie: REDACTED, 'x-api-key': REDACTED, 'lc-signature': REDACTED, 'x-docpipe-webhook-token': REDACTED, 'content-type': 'application/json' });
-    assert.doesNotMatch(raw.join(''), /t-2|a-3|a-4|s-2|sig-2|p-2|k-2|b-2|c-2|x-2|lc-2|w-2/);
+    assert.doesNotMatch(raw.join(''), /t-2|a-3|a-4|s-2|sig-2|p-2|b-2|c-2|x-2|lc-2|w-2/);
   });
 
   test('credential headers of requests, responses and errors', () => {
