@@ -149,15 +149,13 @@ export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonl
   const jobs = jobsFor(all);
   // Usage by owner and day (projections/usage.ts): most commands add none, and send nothing.
   const usage = foldUsage(all, rows);
-  let afterDecide: Promise<unknown> | undefined;
+  // All in one round trip (postgres.js pipelines a transaction's statements). The usage rows are
+  // inserts into usage_deltas: no lock that another writer waits for, whatever the order.
   await Promise.all([
     writeStatusRows(tx, rows),
     jobs.length > 0 ? ctx.jobs.send(tx, jobs) : undefined,
-    (afterDecide = options.afterDecide?.(outcomes)),
-    // After the caller's writes (the chunks of a large document take a while): the owner's row
-    // of the day is a lock that all their uploads, parses and chunkings take, held to the commit.
-    // With no such writes it goes out with the others, in the same round trip.
-    usage.length > 0 ? Promise.resolve(afterDecide).then(() => writeUsage(tx, usage)) : undefined,
+    options.afterDecide?.(outcomes),
+    usage.length > 0 ? writeUsage(tx, usage) : undefined,
   ]);
   return outcomes;
 }

@@ -122,6 +122,13 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Socket): voi
 /** Requests answered with a deliberate 5xx (an HttpError), not logged as failures. */
 const deliberate = new WeakSet<object>();
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The client's address as the api resolves it (Fly-Client-IP behind Fly's proxy), for the access line; undefined elsewhere. */
+    clientAddress?: string;
+  }
+}
+
 /** Probes answered many times a minute: counted in the metrics, not logged. */
 const QUIET_ROUTES = new Set(['/healthz', '/readyz']);
 
@@ -166,6 +173,9 @@ export function createHttpApp(options: HttpAppOptions): App {
     forceCloseConnections: 'idle',
     trustProxy: false,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  // Declared, so every request object has the same shape (the api sets it in its onRequest hook).
+  app.decorateRequest('clientAddress', undefined);
 
   if (options.maxConnections !== undefined) {
     app.server.maxConnections = options.maxConnections;
@@ -216,7 +226,7 @@ export function createHttpApp(options: HttpAppOptions): App {
     httpRequestDuration.observe({ service, method: bounded(request.method, METHODS), route, status_class }, durationMs / 1000);
     if (status >= 400) httpErrorResponses.inc({ service, route, status_code: bounded(String(status), ERROR_STATUS_CODES) });
     if (status >= 500 && !deliberate.has(request)) request.log.error({ statusCode: status, route, durationMs }, 'request failed');
-    else if (!QUIET_ROUTES.has(route)) request.log.info({ method: request.method, route, statusCode: status, durationMs: Math.round(durationMs * 10) / 10 }, 'request completed');
+    else if (!QUIET_ROUTES.has(route)) request.log.info({ method: request.method, route, statusCode: status, durationMs: Math.round(durationMs * 10) / 10, clientAddress: request.clientAddress }, 'request completed');
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {

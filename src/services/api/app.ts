@@ -131,9 +131,9 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     if (request.method === 'OPTIONS' || request.url === '/healthz' || request.url === '/readyz') return;
     const context = contextOf(request);
     const address = context.clientAddress;
-    // Every line of the request says who sent it (Fly-Client-IP behind Fly's proxy): the access
-    // line, the 401s, the refusals.
-    request.log = request.log.child({ clientAddress: address });
+    // The access line says who sent the request (Fly-Client-IP behind Fly's proxy); a field, not a
+    // child logger per request (services/http.ts writes it).
+    request.clientAddress = address;
     const blocked = threats.blockedUntil(address);
     if (blocked !== null) {
       const seconds = String(Math.max(1, Math.ceil((blocked - Date.now()) / 1000)));
