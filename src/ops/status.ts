@@ -6,6 +6,7 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db/client.ts';
 import { costSettings, estimateCostDollars, type CostEstimate } from '../documents/usage.ts';
 import { sampleDatabase, type ConnectionSample, type DocumentStatus, type QueueSample } from '../observability/sample.ts';
+import { bytes, thousands } from './format.ts';
 
 export const STATUS_USAGE = `usage: docpipe status [--json]
 
@@ -105,19 +106,6 @@ export async function collectStatus(sql: Db, config: Pick<Config, 'parser' | 'em
       byApplication: sample.connections,
     },
   };
-}
-
-const thousands = (n: number) => n.toLocaleString('en-US');
-
-function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** 0 -> "-", 42 -> "42s", 125 -> "2m05s", 7300 -> "2h01m", 200000 -> "2d07h". */

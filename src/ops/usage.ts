@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import type { Db } from '../db/client.ts';
 import { costNote, estimateCostDollars, lastDays, usageRange, USAGE_DEFAULT_DAYS, USAGE_MAX_DAYS, type CostEstimate, type CostSettings } from '../documents/usage.ts';
 import { queryUsage, queryUsageByOwner, type OwnerUsage, type UsageCounts } from '../projections/usage.ts';
+import { bytes, thousands } from './format.ts';
 
 export const USAGE_COMMAND_HELP = `usage: docpipe usage [--owner ID] [--since 30d | --from YYYY-MM-DD --to YYYY-MM-DD] [--limit N] [--json]
 
@@ -105,19 +106,6 @@ export async function usageSummary(db: Db, args: UsageArgs, cost: CostSettings):
 
 /** Owner ids come from tokens: on a terminal, anything but printable characters shows as `?`. */
 const printable = (text: string) => text.replace(/[\p{C}]/gu, '?');
-
-const thousands = (n: number) => n.toLocaleString('en-US');
-
-function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
 
 /** A table for a terminal: a header line, one line per owner, the totals, and what the estimate is. */
 export function formatUsage(summary: UsageSummary): string {

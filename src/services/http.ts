@@ -121,6 +121,8 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Socket): voi
 
 /** Requests answered with a deliberate 5xx (an HttpError), not logged as failures. */
 const deliberate = new WeakSet<object>();
+/** A request's refusal code (4xx, deliberate 5xx), logged by its access line. */
+const refusals = new WeakMap<object, string>();
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -226,7 +228,14 @@ export function createHttpApp(options: HttpAppOptions): App {
     httpRequestDuration.observe({ service, method: bounded(request.method, METHODS), route, status_class }, durationMs / 1000);
     if (status >= 400) httpErrorResponses.inc({ service, route, status_code: bounded(String(status), ERROR_STATUS_CODES) });
     if (status >= 500 && !deliberate.has(request)) request.log.error({ statusCode: status, route, durationMs }, 'request failed');
-    else if (!QUIET_ROUTES.has(route)) request.log.info({ method: request.method, route, statusCode: status, durationMs: Math.round(durationMs * 10) / 10, clientAddress: request.clientAddress }, 'request completed');
+    else if (!QUIET_ROUTES.has(route)) {
+      // One line per request, the refusals' too (their stable code comes from the error handler;
+      // the message is the client's, in its answer): a flood of refused requests costs one short
+      // line each. Lines are written synchronously to stdout, so their size is what a slow log
+      // reader makes the event loop wait for.
+      const code = refusals.get(request);
+      request.log.info({ method: request.method, route, statusCode: status, durationMs: Math.round(durationMs * 10) / 10, clientAddress: request.clientAddress, code }, 'request completed');
+    }
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
@@ -242,7 +251,8 @@ export function createHttpApp(options: HttpAppOptions): App {
     // under a flood it must not become a flood of error lines with stacks.
     if (status >= 500 && err instanceof HttpError) deliberate.add(request);
     if (status >= 500 && !deliberate.has(request)) request.log.error({ err }, 'unhandled error');
-    else request.log.info({ code, statusCode: status }, message);
+    // The access line (onResponse) logs the refusal: its code and message, once.
+    else refusals.set(request, code);
     if (headers) reply.headers(headers);
     return reply.status(status).send({ error: { code, message, requestId: request.id } });
   });
