@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,6 +25,7 @@ import { signUserToken } from '../../src/security/tokens.ts';
 import { freePort } from '../../src/util/free-port.ts';
 import { startFakeLlamaParse, type FakeLlamaParse } from '../fakes/llamaparse.ts';
 import { createDatabase, type TestDatabase } from '../helpers/db.ts';
+import { findTool, OPS_TOOLS_REQUIRED } from '../helpers/ops-tools.ts';
 import { spawnCli, stackEnv, TEST_JWT_SECRET, upload, waitForStatus, type ApiTarget } from '../helpers/stack.ts';
 
 type Json = Record<string, any>;
@@ -55,22 +56,8 @@ const CORE_PANELS: [file: string, title: string][] = [
   ['docpipe-providers.json', 'Provider requests'],
 ];
 
-function onPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const file = path.join(dir, name);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-
-const prometheusBin = onPath('prometheus');
-const required = process.env.DOCPIPE_REQUIRE_OPS_TOOLS === '1';
+const prometheusBin = findTool('prometheus');
+const required = OPS_TOOLS_REQUIRED;
 
 // ---- processes ------------------------------------------------------------------------------
 

@@ -10,12 +10,13 @@
 // and silent, aggregates only by docpipe's own labels, and uses only metrics of docs/METRICS.md.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
+import { findTool, OPS_TOOLS_REQUIRED } from '../helpers/ops-tools.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PROMETHEUS_CONFIG = 'ops/prometheus/prometheus.yml';
@@ -24,7 +25,7 @@ const TESTS_DIR = 'ops/prometheus/tests';
 const ALERTMANAGER_CONFIG = 'ops/alertmanager/alertmanager.yml';
 const RUNBOOKS_DIR = 'docs/runbooks';
 const RUNBOOK_BASE = 'https://github.com/docpipe/docpipe/blob/main/';
-const REQUIRE_TOOLS = process.env.DOCPIPE_REQUIRE_OPS_TOOLS === '1';
+const REQUIRE_TOOLS = OPS_TOOLS_REQUIRED;
 /** Labels that Fly (app, region, host, instance) or a plain Prometheus (job, instance) set on every series. */
 const SCRAPER_LABELS = ['app', 'region', 'host', 'instance', 'job'];
 
@@ -59,21 +60,6 @@ const rules: (Rule & { file: string })[] = ruleFiles.flatMap((file) =>
 const alertRules = rules.filter((r) => r.alert);
 const alertNames = [...new Set(alertRules.map((r) => r.alert!))].sort();
 const recordNames = rules.filter((r) => r.record).map((r) => r.record!);
-
-/** The tool's path on PATH, or null. */
-function findTool(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const candidate = path.join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
 
 /** The tool, or: a skip with the reason (a failure under DOCPIPE_REQUIRE_OPS_TOOLS=1). */
 function tool(t: TestContext, name: string, pkg: string): string | null {
