@@ -96,6 +96,15 @@ async function withDatabase<T>(config: Config, logger: Logger, fn: (sql: ReturnT
   }
 }
 
+/**
+ * The logger of a command whose report goes to stdout (audit, usage, status): warnings only, so
+ * that the report, `--json`'s object above all, is all stdout holds (the embedded database's
+ * start-up line is info).
+ */
+function reportLogger(logger: Logger): Logger {
+  return logger.child({}, { level: logger.levelVal < 40 ? 'warn' : logger.level });
+}
+
 /** docpipe's version, from the package.json above this file (src/ or dist/src/). */
 function docpipeVersion(): string {
   for (let dir = path.dirname(fileURLToPath(import.meta.url)); dir !== path.dirname(dir); dir = path.dirname(dir)) {
@@ -340,7 +349,7 @@ async function main(argv: string[]): Promise<void> {
         process.exitCode = 2;
         return;
       }
-      const rows = await withDatabase(config, logger, (sql) => queryAudit(sql, parsed.query));
+      const rows = await withDatabase(config, reportLogger(logger), (sql) => queryAudit(sql, parsed.query));
       for (const row of rows) process.stdout.write((parsed.json ? JSON.stringify(row) : formatAuditRow(row)) + '\n');
       if (!parsed.json && rows.length === 0) process.stderr.write('no audit rows match\n');
       return;
@@ -359,7 +368,7 @@ async function main(argv: string[]): Promise<void> {
         return;
       }
       const args = parsed;
-      const summary = await withDatabase(config, logger, (sql) => usageSummary(sql, args, costSettings(config)));
+      const summary = await withDatabase(config, reportLogger(logger), (sql) => usageSummary(sql, args, costSettings(config)));
       process.stdout.write(args.json ? JSON.stringify(summary) + '\n' : formatUsage(summary));
       return;
     }
@@ -376,9 +385,7 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(STATUS_USAGE);
         return;
       }
-      // Warnings only, so that --json's stdout is the one object (the embedded database's start-up line is info).
-      const quiet = logger.child({}, { level: logger.levelVal < 40 ? 'warn' : logger.level });
-      const status = await withDatabase(config, quiet, (sql) => collectStatus(sql, config));
+      const status = await withDatabase(config, reportLogger(logger), (sql) => collectStatus(sql, config));
       process.stdout.write(parsed.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
       return;
     }

@@ -169,11 +169,6 @@ export async function execute(
   hooks: CommandHooks = {},
 ): Promise<CommandResult> {
   const result = await ctx.sql.begin((tx) => executeIn(tx, ctx, documentId, command, metadata, hooks));
-  countAppended(result.events, result.row);
+  observeCommitted(result.events, result.row);
   return result;
-}
-
-/** After the commit: the metrics that committed events drive (observability/pipeline-metrics.ts). */
-export function countAppended(events: readonly RecordedEvent[], row?: DocumentStatusRow | null): void {
-  observeCommitted(events, row);
 }

@@ -39,13 +39,22 @@ export function costSettings(config: Pick<Config, 'parser' | 'embedder' | 'prici
 const dollars = (n: number) => Math.round(n * 1e10) / 1e10;
 
 /**
- * The estimated cost of `pages` parsed and `tokens` embedded: pages × the tier's credits per page
- * × the credit's price with LlamaParse, tokens × the price of a million tokens / 10^6 with
- * OpenAI, 0 for the local parser and the local embedder.
+ * The price of one parsed page (the tier's credits per page × the credit's price with LlamaParse)
+ * and of one embedded token (the price of a million / 10^6 with OpenAI); 0 for the local parser
+ * and the local embedder. What every estimate multiplies: the API's, the CLI's and the metric's.
  */
+export function unitPrices(settings: CostSettings): { pageDollars: number; tokenDollars: number } {
+  return {
+    pageDollars: settings.parser === 'llamaparse' ? CREDITS_PER_PAGE[settings.tier] * settings.pricing.llamaparseCreditDollars : 0,
+    tokenDollars: settings.embedder === 'openai' ? settings.pricing.openaiMillionTokensDollars / 1_000_000 : 0,
+  };
+}
+
+/** The estimated cost of `pages` parsed and `tokens` embedded, at unitPrices. */
 export function estimateCostDollars(usage: { pages: number; tokens: number }, settings: CostSettings): CostEstimate {
-  const parserDollars = settings.parser === 'llamaparse' ? dollars(usage.pages * CREDITS_PER_PAGE[settings.tier] * settings.pricing.llamaparseCreditDollars) : 0;
-  const embedderDollars = settings.embedder === 'openai' ? dollars((usage.tokens * settings.pricing.openaiMillionTokensDollars) / 1_000_000) : 0;
+  const { pageDollars, tokenDollars } = unitPrices(settings);
+  const parserDollars = dollars(usage.pages * pageDollars);
+  const embedderDollars = dollars(usage.tokens * tokenDollars);
   return { parserDollars, embedderDollars, totalDollars: dollars(parserDollars + embedderDollars) };
 }
 

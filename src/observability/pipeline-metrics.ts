@@ -2,7 +2,7 @@
 // by code, pages parsed, and the estimated cost. Called after a transaction commits (never for
 // a batch that rolled back), in every process that appends.
 import type { Config } from '../config.ts';
-import { CREDITS_PER_PAGE } from '../documents/usage.ts';
+import { costSettings, unitPrices } from '../documents/usage.ts';
 import type { RecordedEvent } from '../events/catalog.ts';
 import {
   bounded,
@@ -32,8 +32,7 @@ export function configurePipelineMetrics(config: Pick<Config, 'parser' | 'embedd
   settings = {
     parser: config.parser.kind,
     embedder: config.embedder.kind,
-    pageDollars: config.parser.kind === 'llamaparse' ? CREDITS_PER_PAGE[config.parser.tier] * config.pricing.llamaparseCreditDollars : 0,
-    tokenDollars: config.embedder.kind === 'openai' ? config.pricing.openaiMillionTokensDollars / 1_000_000 : 0,
+    ...unitPrices(costSettings(config)),
   };
   // The success bar's series, from the start: the first failed document must count in rate().
   for (const outcome of ['ready', 'failed'] as const) documentProcessing.zero({ parser: settings.parser, embedder: settings.embedder, outcome });

@@ -4,7 +4,7 @@
 // prices. Users see their own with GET /v1/usage.
 import { parseArgs } from 'node:util';
 import type { Db } from '../db/client.ts';
-import { costNote, estimateCostDollars, lastDays, usageRange, USAGE_DEFAULT_DAYS, USAGE_MAX_DAYS, type CostEstimate, type CostSettings } from '../documents/usage.ts';
+import { costNote, estimateCostDollars, lastDays, unitPrices, usageRange, USAGE_DEFAULT_DAYS, USAGE_MAX_DAYS, type CostEstimate, type CostSettings } from '../documents/usage.ts';
 import { queryUsage, queryUsageByOwner, type OwnerUsage, type UsageCounts } from '../projections/usage.ts';
 import { bytes, thousands } from './format.ts';
 
@@ -85,10 +85,8 @@ export function parseUsageArgs(args: string[], now: Date = new Date()): UsageArg
 
 /** The summary: the biggest owners (at most --limit) and the totals of all, each with its estimated cost. */
 export async function usageSummary(db: Db, args: UsageArgs, cost: CostSettings): Promise<UsageSummary> {
-  const perPage = estimateCostDollars({ pages: 1, tokens: 0 }, cost).parserDollars;
-  const perMillionTokens = estimateCostDollars({ pages: 0, tokens: 1_000_000 }, cost).embedderDollars;
   const [byOwner, all] = await Promise.all([
-    queryUsageByOwner(db, { from: args.from, to: args.to, ownerId: args.ownerId, limit: args.limit, pageDollars: perPage, tokenDollars: perMillionTokens / 1_000_000 }),
+    queryUsageByOwner(db, { from: args.from, to: args.to, ownerId: args.ownerId, limit: args.limit, ...unitPrices(cost) }),
     queryUsage(db, { ownerId: args.ownerId, from: args.from, to: args.to }),
   ]);
   const line = <T extends UsageCounts>(u: T) => ({ ...u, estimatedCost: estimateCostDollars(u, cost) });

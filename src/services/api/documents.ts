@@ -3,7 +3,8 @@
 // like a missing one, so ids cannot be probed.
 import { randomUUID } from 'node:crypto';
 import type { Sql } from '../../db/client.ts';
-import { execute, executeIn, countAppended, type CommandContext } from '../../documents/commands.ts';
+import { execute, executeIn, type CommandContext } from '../../documents/commands.ts';
+import { observeCommitted } from '../../observability/pipeline-metrics.ts';
 import { DomainError, type DocumentCommand } from '../../documents/document.ts';
 import { documentPrefix, originalKey } from '../../documents/pipeline.ts';
 import type { EventMetadata } from '../../events/catalog.ts';
@@ -204,7 +205,7 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
         await cleanup();
         return reply.status(200).send({ id: outcome.id, status: outcome.status, run: outcome.run, statusUrl: `/v1/documents/${outcome.id}` });
       }
-      countAppended(outcome.events);
+      observeCommitted(outcome.events);
       request.log.info({ documentId: id, size: stored.size, mediaType }, 'document accepted');
       return reply
         .status(202)

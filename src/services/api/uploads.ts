@@ -8,7 +8,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
-import { executeIn, countAppended, type CommandContext } from '../../documents/commands.ts';
+import { executeIn, type CommandContext } from '../../documents/commands.ts';
+import { observeCommitted } from '../../observability/pipeline-metrics.ts';
 import { documentPrefix, originalKey } from '../../documents/pipeline.ts';
 import type { EventMetadata } from '../../events/catalog.ts';
 import { SNIFF_BYTES, sniffMediaType } from '../../providers/parser/sniff.ts';
@@ -184,7 +185,7 @@ export async function registerDirectUpload(
     if (row) return { replay: true, id, status: row.status, run: row.run };
     throw new HttpError(410, 'UPLOAD_EXPIRED', 'the reservation expired before it was registered; reserve a new upload');
   }
-  countAppended(result.events);
+  observeCommitted(result.events);
   log.info({ documentId: id, size, mediaType }, 'direct upload registered');
   return { replay: false, id, status: 'uploaded', run: 1 };
 }

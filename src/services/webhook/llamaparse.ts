@@ -7,7 +7,8 @@
 // JSON-encoded into a string (webhook_output_format "string", LlamaCloud's default). It names
 // only the job: the result is fetched by the worker, never taken from a request.
 import { createHash } from 'node:crypto';
-import { countAppended, executeBatchIn, type CommandContext } from '../../documents/commands.ts';
+import { executeBatchIn, type CommandContext } from '../../documents/commands.ts';
+import { observeCommitted } from '../../observability/pipeline-metrics.ts';
 import type { EventMetadata } from '../../events/catalog.ts';
 import { createBatcher } from '../../util/batcher.ts';
 import { ConcurrencyError } from '../../events/store.ts';
@@ -166,7 +167,7 @@ function createDeliveryRecorder(ctx: CommandContext) {
       );
       outcomes.forEach((o, i) => {
         if (o?.ok) {
-          countAppended(o.events);
+          observeCommitted(o.events);
           byEvent.set(unique[i]!.delivery.eventId, { outcome: 'appended' });
         }
       });
