@@ -74,6 +74,8 @@ export interface Config {
   embedBatchSize: number;
   queue: {
     concurrency: number;
+    /** Most jobs one claim statement takes (worker.ts, batchPlan). */
+    batchSize: number;
     retryLimit: number;
     retryDelaySeconds: number;
     heartbeatSeconds: number;
@@ -302,6 +304,7 @@ export const SPEC: VarSpec[] = [
   { name: 'WORKER_DOCUMENT_BUDGET_MB', default: '64', description: 'Sum of the sizes of the documents the worker\'s jobs hold in its main process at once (each job holds a few times its document); a job that would pass it waits, one larger document runs alone.', parse: int(1, 65536) },
   { name: 'EMBED_BATCH_SIZE', default: '64', description: 'Chunks per embedding request; progress is saved per batch.', parse: int(1, 2048) },
   { name: 'WORKER_CONCURRENCY', default: '4', description: 'Jobs per queue run at once by one worker process.', parse: int(1, 256) },
+  { name: 'WORKER_BATCH_SIZE', default: '16', description: 'Most jobs a worker claims with one statement; it claims again at once while batches come back full. WORKER_CONCURRENCY still bounds the jobs running at once.', parse: int(1, 256) },
   { name: 'JOB_RETRY_LIMIT', default: '4', description: 'Retries of a failed stage before it is dead-lettered and the document fails.', parse: int(0, 100) },
   { name: 'JOB_RETRY_DELAY_SECONDS', default: '2', description: 'First retry delay; doubles each retry (exponential backoff).', parse: int(1, 3600) },
   { name: 'JOB_HEARTBEAT_SECONDS', default: '30', description: 'A job whose worker misses this heartbeat is retried (>= 10).', parse: int(10, 3600) },
@@ -480,6 +483,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     embedBatchSize: get('EMBED_BATCH_SIZE'),
     queue: {
       concurrency: get('WORKER_CONCURRENCY'),
+      batchSize: get('WORKER_BATCH_SIZE'),
       retryLimit: get('JOB_RETRY_LIMIT'),
       retryDelaySeconds: get('JOB_RETRY_DELAY_SECONDS'),
       heartbeatSeconds: get('JOB_HEARTBEAT_SECONDS'),

@@ -65,6 +65,7 @@ describe('loadConfig', () => {
       embedBatchSize: 64,
       queue: {
         concurrency: 4,
+        batchSize: 16,
         retryLimit: 4,
         retryDelaySeconds: 2,
         heartbeatSeconds: 30,

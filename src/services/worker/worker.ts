@@ -1,6 +1,6 @@
 // The worker: pg-boss handlers that run the pipeline's stages, with per-job child loggers that
 // carry the upload's request id, stage metrics, and an HTTP port for health only.
-import type { JobWithMetadata, PgBoss } from 'pg-boss';
+import type { JobResult, JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from '../../config.ts';
 import type { CommandContext } from '../../documents/commands.ts';
 import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type JobContext, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
@@ -34,6 +34,25 @@ const ABORT_SETTLE_MS = 3_000;
 const MAINTENANCE_CRON = '*/15 * * * *';
 
 const STAGE_OF: Partial<Record<string, 'parse' | 'embed'>> = { [QUEUES.parse]: 'parse', [QUEUES.parseResult]: 'parse', [QUEUES.embed]: 'embed' };
+
+/**
+ * How a worker takes WORKER_CONCURRENCY jobs of one queue at a time: `fetchers` loops, each
+ * claiming up to `batchSize` jobs per statement, so at most fetchers x batchSize (about
+ * WORKER_CONCURRENCY) run at once and the memory sizing of docs/LIMITS.md holds. At least two
+ * loops where the concurrency allows, so one slow document never holds every slot of its queue
+ * until its whole batch is done.
+ */
+export function batchPlan(concurrency: number, maxBatch: number): { fetchers: number; batchSize: number } {
+  const fetchers = Math.min(concurrency, Math.max(2, Math.ceil(concurrency / maxBatch)));
+  return { fetchers, batchSize: Math.max(1, Math.floor(concurrency / fetchers)) };
+}
+
+/** What pg-boss stores on a failed job (its `output`), as it stores a thrown error's. */
+function failureOutput(err: unknown): { name?: string; message: string; code?: string; stack?: string } {
+  if (!(err instanceof Error)) return { message: String(err) };
+  const code = (err as { code?: unknown }).code;
+  return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}), stack: err.stack };
+}
 
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const pipeline: PipelineDeps = {
@@ -89,6 +108,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     }
   }
 
+  // Maintenance and dead letters: one job at a time, as they come.
   const options = {
     localConcurrency: deps.config.queue.concurrency,
     pollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
@@ -96,8 +116,29 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     // createdOn, startAfter and startedOn, for the pickup latency.
     includeMetadata: true as const,
   };
+  // Stage queues: fetched in batches (one claim statement and one completion for many jobs),
+  // and fetched again at once while batches come back full, so a backlog drains at the speed of
+  // the work instead of a batch per polling interval. The jobs of a batch run concurrently and
+  // settle one by one (perJobResults): a failed job is retried alone.
+  const plan = batchPlan(deps.config.queue.concurrency, deps.config.queue.batchSize);
+  const stageOptions = {
+    ...options,
+    localConcurrency: plan.fetchers,
+    batchSize: plan.batchSize,
+    burstWhenBatchFull: plan.batchSize > 1,
+    perJobResults: true as const,
+  };
   const stage = (queue: QueueName, body: (data: JobData, context: JobContext) => Promise<StageOutcome>) =>
-    deps.boss.work(queue, options, async ([job]: JobWithMetadata<JobData>[]) => run(queue, job!, (context) => body(job!.data, context)));
+    deps.boss.work(queue, stageOptions, (jobs: JobWithMetadata<JobData>[]) =>
+      Promise.all(
+        jobs.map((job) =>
+          run(queue, job, (context) => body(job.data, context)).then(
+            (): JobResult => ({ id: job.id, status: 'completed' }),
+            (err: unknown): JobResult => ({ id: job.id, status: 'failed', output: failureOutput(err) }),
+          ),
+        ),
+      ),
+    );
   await stage(QUEUES.parse, (data, context) => runParseStage(pipeline, data, context));
   await stage(QUEUES.parseResult, (data, context) => runParseResult(pipeline, data, context));
   await stage(QUEUES.embed, (data, context) => runEmbedStage(pipeline, data, context));
