@@ -8,11 +8,17 @@ import { foldStatusRows, readStatusRows, writeStatusRows, type DocumentStatusRow
 import { foldUsage, writeUsage } from '../projections/usage.ts';
 import { QUEUES, stableJobId, type JobRequest, type JobSender } from '../queue/jobs.ts';
 import { observeCommitted } from '../observability/pipeline-metrics.ts';
+import { createBatcher, type Batcher } from '../util/batcher.ts';
 import { decide, DomainError, foldDocument, type DocumentCommand, type DocumentState } from './document.ts';
 
 export interface CommandContext {
   sql: Sql;
   jobs: JobSender;
+  /**
+   * Group commit (createCommandGroup): `execute` hands its command to this instead of opening a
+   * transaction of its own, and commands from concurrent jobs share one. The worker's.
+   */
+  group?: CommandGroup;
 }
 
 export interface CommandResult {
@@ -160,7 +166,10 @@ export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonl
   return outcomes;
 }
 
-/** Runs `command` in a transaction of its own. DomainError and ConcurrencyError leave nothing behind. */
+/**
+ * Runs `command` in a transaction of its own, or in its group's (ctx.group). DomainError and
+ * ConcurrencyError leave nothing behind.
+ */
 export async function execute(
   ctx: CommandContext,
   documentId: string,
@@ -168,7 +177,62 @@ export async function execute(
   metadata: EventMetadata,
   hooks: CommandHooks = {},
 ): Promise<CommandResult> {
+  if (ctx.group) return ctx.group.run({ documentId, command, metadata, hooks });
   const result = await ctx.sql.begin((tx) => executeIn(tx, ctx, documentId, command, metadata, hooks));
   observeCommitted(result.events, result.row);
   return result;
+}
+
+export interface CommandGroup {
+  run(item: BatchItem & { hooks: CommandHooks }): Promise<CommandResult>;
+}
+
+type Settled = { ok: true; result: CommandResult } | { ok: false; error: unknown };
+
+/**
+ * Group commit for the commands of concurrent jobs (the worker's): commands submitted while
+ * others are in flight go together, up to `maxBatch`, through executeBatchIn in one
+ * transaction: one read of their streams, one append, one projection write, one enqueue and one
+ * commit for all, their side-table writes (hooks) in the same round trip. Idle, a command goes
+ * at once and alone. A batch whose transaction fails as a whole (a writer outside it, a hook's
+ * error) commits nothing; its commands are then run one by one, each in its own transaction, so
+ * one command's failure is its own and every other command's outcome is what it would have been
+ * alone.
+ */
+export function createCommandGroup(ctx: Omit<CommandContext, 'group'>, options: { maxBatch: number; concurrency: number }): CommandGroup {
+  const alone = (item: BatchItem & { hooks: CommandHooks }): Promise<Settled> =>
+    execute(ctx, item.documentId, item.command, item.metadata, item.hooks).then(
+      (result): Settled => ({ ok: true, result }),
+      (error: unknown): Settled => ({ ok: false, error }),
+    );
+  const batcher: Batcher<BatchItem & { hooks: CommandHooks }, Settled> = createBatcher(async (items) => {
+    if (items.length === 1) return [await alone(items[0]!)];
+    let outcomes: (BatchOutcome | null)[];
+    try {
+      outcomes = await ctx.sql.begin((tx) =>
+        executeBatchIn(tx, ctx, items, {
+          afterDecide: (all) => Promise.all(all.map((o, i) => (o?.ok ? items[i]!.hooks.withEvents?.(tx, o.events, o.state) : undefined))),
+        }),
+      );
+    } catch {
+      // Usually a ConcurrencyError (a writer outside the batch); whatever it was, alone each
+      // command meets it again or not at all.
+      const settled: Settled[] = [];
+      for (const item of items) settled.push(await alone(item));
+      return settled;
+    }
+    return outcomes.map((o): Settled => {
+      if (!o) return { ok: false, error: new Error('command group: an item was skipped') };
+      if (!o.ok) return { ok: false, error: o.error };
+      observeCommitted(o.events, o.row);
+      return { ok: true, result: o };
+    });
+  }, options);
+  return {
+    async run(item) {
+      const settled = await batcher.submit(item);
+      if (!settled.ok) throw settled.error;
+      return settled.result;
+    },
+  };
 }

@@ -43,3 +43,22 @@ test('a batch that answers the wrong number of results rejects its items', async
   const b = createBatcher<number, number>(async () => [], { maxBatch: 5 });
   await assert.rejects(b.submit(1), /0 results for 1 items/);
 });
+
+test('concurrency: up to N batches run at once, each item in exactly one', async () => {
+  let inFlight = 0;
+  let most = 0;
+  const seen: number[] = [];
+  const b = createBatcher<number, number>(async (items) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await sleep(10);
+    seen.push(...items);
+    inFlight--;
+    return items.map((x) => -x);
+  }, { maxBatch: 3, concurrency: 2 });
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => b.submit(i)));
+  assert.deepEqual(results, Array.from({ length: 20 }, (_, i) => -i));
+  assert.deepEqual([...seen].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i));
+  assert.equal(most, 2);
+  assert.equal(b.pending, 0);
+});

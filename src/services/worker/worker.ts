@@ -2,7 +2,7 @@
 // carry the upload's request id, stage metrics, and an HTTP port for health only.
 import type { JobResult, JobWithMetadata, PgBoss } from 'pg-boss';
 import type { Config } from '../../config.ts';
-import type { CommandContext } from '../../documents/commands.ts';
+import { createCommandGroup, type CommandContext } from '../../documents/commands.ts';
 import { runDeadLetter, runEmbedStage, runParseResult, runParseStage, runPurge, type JobContext, type PipelineDeps, type StageOutcome } from '../../documents/pipeline.ts';
 import { runMaintenance } from '../../documents/maintenance.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -31,6 +31,13 @@ export interface RunningWorker {
 /** How long aborted jobs get to record their attempts before stop() returns anyway. */
 const ABORT_SETTLE_MS = 3_000;
 
+/**
+ * Command transactions of one worker in flight at once. More than one keeps the pipeline moving
+ * while a batch waits on its commit (and on the network, for a worker far from its database);
+ * each holds a pool connection, out of DATABASE_POOL_MAX.
+ */
+const COMMAND_LANES = 3;
+
 const MAINTENANCE_CRON = '*/15 * * * *';
 
 const STAGE_OF: Partial<Record<string, 'parse' | 'embed'>> = { [QUEUES.parse]: 'parse', [QUEUES.parseResult]: 'parse', [QUEUES.embed]: 'embed' };
@@ -56,7 +63,8 @@ function failureOutput(err: unknown): { name?: string; message: string; code?: s
 
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const pipeline: PipelineDeps = {
-    ctx: deps.ctx,
+    // The stages' commands from concurrent jobs commit together (group commit).
+    ctx: { ...deps.ctx, group: createCommandGroup(deps.ctx, { maxBatch: 64, concurrency: COMMAND_LANES }) },
     ...deps.providers,
     chunking: deps.config.chunking,
     embedBatchSize: deps.config.embedBatchSize,
