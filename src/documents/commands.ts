@@ -3,7 +3,7 @@
 // a document goes through here, from the API and from the worker alike.
 import type { Db, Sql } from '../db/client.ts';
 import type { EventMetadata, RecordedEvent } from '../events/catalog.ts';
-import { appendToStreams, readStream, readStreams, type StreamAppend } from '../events/store.ts';
+import { appendToStreams, readStream, readStreams, readStreamsAfter, type StreamAppend } from '../events/store.ts';
 import { foldStatusRows, readStatusRows, writeStatusRows, type DocumentStatusRow } from '../projections/document-status.ts';
 import { foldUsage, writeUsage } from '../projections/usage.ts';
 import { QUEUES, stableJobId, type JobRequest, type JobSender } from '../queue/jobs.ts';
@@ -106,11 +106,19 @@ export interface BatchItem {
   documentId: string;
   command: DocumentCommand;
   metadata: EventMetadata;
+  /** Items with the same chain are steps of one sequence: after a refused step, the later ones are refused with it. */
+  chain?: number;
 }
 
 export type BatchOutcome = ({ ok: true } & CommandResult) | { ok: false; error: DomainError };
 
 export interface BatchOptions {
+  /**
+   * States the caller already holds (from its earlier commands): only the events after each
+   * one's version are read. Events are never changed or removed, so folding them onto the held
+   * state is the full fold.
+   */
+  known?: ReadonlyMap<string, DocumentState>;
   /** Resolved together with the reads (one round trip): which items run. The others are skipped (null). */
   include?: Promise<boolean[]>;
   /** Writes that depend on the outcomes, sent together with the projection and the jobs. */
@@ -127,11 +135,16 @@ export interface BatchOptions {
  */
 export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonly BatchItem[], options: BatchOptions = {}): Promise<(BatchOutcome | null)[]> {
   const ids = [...new Set(items.map((i) => i.documentId))];
-  const [streams, priors, include] = await Promise.all([readStreams(tx, ids), readStatusRows(tx, ids), options.include]);
-  const states = new Map(ids.map((id) => [id, foldDocument(streams.get(id) ?? [])]));
+  const known = options.known;
+  const streamRead = known ? readStreamsAfter(tx, new Map(ids.map((id) => [id, known.get(id)?.version ?? 0]))) : readStreams(tx, ids);
+  const [streams, priors, include] = await Promise.all([streamRead, readStatusRows(tx, ids), options.include]);
+  const states = new Map(ids.map((id) => [id, foldDocument(streams.get(id) ?? [], known?.get(id))]));
   const appends: (StreamAppend & { item: number })[] = [];
+  const refusedChains = new Map<number, DomainError>();
   const outcomes: (BatchOutcome | null)[] = items.map((item, index) => {
     if (include && !include[index]) return null;
+    const stopped = item.chain === undefined ? undefined : refusedChains.get(item.chain);
+    if (stopped) return { ok: false, error: stopped };
     const before = states.get(item.documentId)!;
     try {
       const events = decide(item.command, before);
@@ -139,7 +152,10 @@ export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonl
       appends.push({ item: index, streamId: item.documentId, expectedVersion: before.version, events, metadata: item.metadata });
       return null;
     } catch (err) {
-      if (err instanceof DomainError) return { ok: false, error: err };
+      if (err instanceof DomainError) {
+        if (item.chain !== undefined) refusedChains.set(item.chain, err);
+        return { ok: false, error: err };
+      }
       throw err;
     }
   });
@@ -177,17 +193,61 @@ export async function execute(
   metadata: EventMetadata,
   hooks: CommandHooks = {},
 ): Promise<CommandResult> {
-  if (ctx.group) return ctx.group.run({ documentId, command, metadata, hooks });
-  const result = await ctx.sql.begin((tx) => executeIn(tx, ctx, documentId, command, metadata, hooks));
-  observeCommitted(result.events, result.row);
-  return result;
+  return executeSteps(ctx, documentId, [{ command, hooks }], metadata);
+}
+
+export interface CommandStep {
+  command: DocumentCommand;
+  hooks?: CommandHooks;
+}
+
+/**
+ * Runs several commands on one document in one transaction, each seeing the one before, as
+ * if executed one after another, but with one read, one append and one commit: stages whose
+ * steps need nothing between them share a transaction this way. Returns the last step's
+ * result; a refused step throws its DomainError, and the steps before it still commit (as they
+ * would have one by one). The hooks of all steps are sent together, in step order.
+ */
+export async function executeSteps(ctx: CommandContext, documentId: string, steps: readonly CommandStep[], metadata: EventMetadata): Promise<CommandResult> {
+  if (ctx.group) return ctx.group.run({ documentId, steps, metadata });
+  const [outcome] = await ctx.sql.begin((tx) => runSteps(tx, ctx, [{ documentId, steps, metadata }]));
+  observeCommitted(outcome!.events, outcome!.row);
+  if (!outcome!.ok) throw outcome!.error;
+  return outcome!.result;
+}
+
+interface StepsItem {
+  documentId: string;
+  steps: readonly CommandStep[];
+  metadata: EventMetadata;
+}
+
+/** An item's outcome, with every event it appended (a refused item's earlier steps commit) for the metrics. */
+type Settled = ({ ok: true; result: CommandResult } | { ok: false; error: unknown }) & { events: RecordedEvent[]; row: DocumentStatusRow | null };
+
+/** The items' steps through executeBatchIn, in `tx`; per item, its last step's result (and every event it appended), or its first refusal. */
+async function runSteps(tx: Db, ctx: CommandContext, items: readonly StepsItem[], known?: ReadonlyMap<string, DocumentState>): Promise<Settled[]> {
+  const flat = items.flatMap((item, i) => item.steps.map((step) => ({ item: i, chain: i, step, documentId: item.documentId, command: step.command, metadata: item.metadata })));
+  const outcomes = await executeBatchIn(tx, ctx, flat, {
+    known,
+    afterDecide: (all) => Promise.all(all.map((o, i) => (o?.ok ? flat[i]!.step.hooks?.withEvents?.(tx, o.events, o.state) : undefined))),
+  });
+  return items.map((_, i): Settled => {
+    const mine = outcomes.filter((_, j) => flat[j]!.item === i);
+    const committed = mine.filter((o) => o?.ok);
+    const events = committed.flatMap((o) => (o?.ok ? o.events : []));
+    const row = committed.length > 0 && committed.at(-1)!.ok ? (committed.at(-1) as CommandResult).row : null;
+    const refused = mine.find((o) => o && !o.ok);
+    if (refused && !refused.ok) return { ok: false, error: refused.error, events, row };
+    const last = mine.at(-1);
+    if (!last?.ok) return { ok: false, error: new Error('command steps: an outcome is missing'), events, row };
+    return { ok: true, result: last, events, row };
+  });
 }
 
 export interface CommandGroup {
-  run(item: BatchItem & { hooks: CommandHooks }): Promise<CommandResult>;
+  run(item: StepsItem): Promise<CommandResult>;
 }
-
-type Settled = { ok: true; result: CommandResult } | { ok: false; error: unknown };
 
 /**
  * Group commit for the commands of concurrent jobs (the worker's): commands submitted while
@@ -199,34 +259,41 @@ type Settled = { ok: true; result: CommandResult } | { ok: false; error: unknown
  * one command's failure is its own and every other command's outcome is what it would have been
  * alone.
  */
-export function createCommandGroup(ctx: Omit<CommandContext, 'group'>, options: { maxBatch: number; concurrency: number }): CommandGroup {
-  const alone = (item: BatchItem & { hooks: CommandHooks }): Promise<Settled> =>
-    execute(ctx, item.documentId, item.command, item.metadata, item.hooks).then(
-      (result): Settled => ({ ok: true, result }),
-      (error: unknown): Settled => ({ ok: false, error }),
+export function createCommandGroup(ctx: Omit<CommandContext, 'group'>, options: { maxBatch: number; concurrency: number; knownStates?: number }): CommandGroup {
+  // The states this group's commands left documents in, so that a document's next command reads
+  // only what was appended since (usually nothing): a stage's commands need its stream, not a
+  // re-read of it. Bounded; the oldest entries go first.
+  const known = new Map<string, DocumentState>();
+  const maxKnown = options.knownStates ?? 4096;
+  const remember = (state: DocumentState, documentId: string) => {
+    known.delete(documentId);
+    known.set(documentId, state);
+    if (known.size > maxKnown) known.delete(known.keys().next().value!);
+  };
+  const alone = (item: StepsItem): Promise<Settled> =>
+    // executeSteps counts its own events in the metrics: none to count here.
+    executeSteps(ctx, item.documentId, item.steps, item.metadata).then(
+      (result): Settled => ({ ok: true, result, events: [], row: null }),
+      (error: unknown): Settled => ({ ok: false, error, events: [], row: null }),
     );
-  const batcher: Batcher<BatchItem & { hooks: CommandHooks }, Settled> = createBatcher(async (items) => {
-    if (items.length === 1) return [await alone(items[0]!)];
-    let outcomes: (BatchOutcome | null)[];
+  const batcher: Batcher<StepsItem, Settled> = createBatcher(async (items) => {
+    let settled: Settled[];
     try {
-      outcomes = await ctx.sql.begin((tx) =>
-        executeBatchIn(tx, ctx, items, {
-          afterDecide: (all) => Promise.all(all.map((o, i) => (o?.ok ? items[i]!.hooks.withEvents?.(tx, o.events, o.state) : undefined))),
-        }),
-      );
+      settled = await ctx.sql.begin((tx) => runSteps(tx, ctx, items, known));
     } catch {
       // Usually a ConcurrencyError (a writer outside the batch); whatever it was, alone each
-      // command meets it again or not at all.
-      const settled: Settled[] = [];
-      for (const item of items) settled.push(await alone(item));
-      return settled;
+      // item meets it again or not at all.
+      const one: Settled[] = [];
+      for (const item of items) one.push(await alone(item));
+      return one;
     }
-    return outcomes.map((o): Settled => {
-      if (!o) return { ok: false, error: new Error('command group: an item was skipped') };
-      if (!o.ok) return { ok: false, error: o.error };
-      observeCommitted(o.events, o.row);
-      return { ok: true, result: o };
+    settled.forEach((s, i) => {
+      observeCommitted(s.events, s.row);
+      if (s.ok) remember(s.result.state, items[i]!.documentId);
+      // A refused item's earlier steps committed; its state is read afresh next time.
+      else known.delete(items[i]!.documentId);
     });
+    return settled;
   }, options);
   return {
     async run(item) {

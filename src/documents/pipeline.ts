@@ -15,7 +15,7 @@ import { DocumentLimitError, DocumentTooComplexError, ProviderError, Unparseable
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
 import { WEBHOOK_TOKEN_HEADER, webhookCredential } from '../security/webhook-auth.ts';
 import { ConcurrencyError } from '../events/store.ts';
-import { execute, loadDocument, type CommandContext } from './commands.ts';
+import { execute, executeSteps, loadDocument, type CommandContext } from './commands.ts';
 import { DomainError, type DocumentState } from './document.ts';
 
 export interface PipelineDeps {
@@ -395,19 +395,22 @@ interface ChunkText {
   text: string;
 }
 
-async function storeChunks(tx: Db, documentId: string, run: number, chunks: { index: number; text: string; tokenCount: number }[]): Promise<void> {
+async function storeChunks(tx: Db, documentId: string, run: number, chunks: { index: number; text: string; tokenCount: number }[], vectors?: Float32Array[]): Promise<void> {
   // A reprocess replaces the previous run's chunks in the same transaction as DocumentChunked.
-  await tx`delete from docpipe.document_chunks where document_id = ${documentId}`;
+  // Sent without waiting in between: a transaction's statements run in the order sent.
+  const writes: Promise<unknown>[] = [tx`delete from docpipe.document_chunks where document_id = ${documentId}`];
   for (let i = 0; i < chunks.length; i += 1000) {
-    const rows = chunks.slice(i, i + 1000).map((c) => ({
-      document_id: documentId,
-      chunk_index: c.index,
-      run,
-      content: c.text,
-      token_count: c.tokenCount,
-    }));
-    await tx`insert into docpipe.document_chunks ${tx(rows, 'document_id', 'chunk_index', 'run', 'content', 'token_count')}`;
+    const slice = chunks.slice(i, i + 1000);
+    // With the embeddings when they are known already (a document of one embedding batch);
+    // with pgvector, migration 005's trigger moves them into `embedding_vector`.
+    const embeddings = vectors ? slice.map((_, j) => `{${Array.from(vectors[i + j]!).join(',')}}`) : slice.map(() => null);
+    writes.push(tx`
+      insert into docpipe.document_chunks (document_id, chunk_index, run, content, token_count, embedding)
+      select ${documentId}, v.chunk_index, ${run}, v.content, v.token_count, v.embedding::real[]
+      from unnest(${slice.map((c) => c.index)}::int[], ${slice.map((c) => c.text)}::text[], ${slice.map((c) => c.tokenCount)}::int[], ${embeddings as string[]}::text[])
+        as v(chunk_index, content, token_count, embedding)`);
   }
+  await Promise.all(writes);
 }
 
 async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChunk: number, vectors: Float32Array[]): Promise<void> {
@@ -442,13 +445,19 @@ export async function runEmbedStage(deps: PipelineDeps, job: JobData, context: J
         const made = await deps.chunker.chunk(markdown, deps.chunking, { signal });
         if (made.length === 0) throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text to embed');
         const tokenCount = made.reduce((sum, c) => sum + c.tokenCount, 0);
-        ({ state } = await execute(
-          deps.ctx,
-          job.documentId,
-          { type: 'RecordChunks', run: job.run, chunkCount: made.length, tokenCount, batchSize: deps.embedBatchSize },
-          meta,
-          { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) },
-        ));
+        const recordChunks = { type: 'RecordChunks', run: job.run, chunkCount: made.length, tokenCount, batchSize: deps.embedBatchSize } as const;
+        if (made.length <= deps.embedBatchSize) {
+          // One embedding batch: nothing to resume between the steps, so the chunks, their
+          // vectors and the document's readiness commit together, in one transaction.
+          const vectors = await unlessShuttingDown(deps.embedder.embed(made.map((c) => c.text)), signal);
+          await executeSteps(deps.ctx, job.documentId, [
+            { command: recordChunks, hooks: { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made, vectors) } },
+            { command: { type: 'StoreEmbeddingBatch', run: job.run, batch: 0, model: deps.embedder.model, dimensions: deps.embedder.dimensions } },
+            { command: { type: 'MarkReady', run: job.run } },
+          ], meta);
+          return 'done';
+        }
+        ({ state } = await execute(deps.ctx, job.documentId, recordChunks, meta, { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) }));
         chunks = made;
       } else {
         // Resuming a retried job: the chunks of this run are already stored; embed what is left.

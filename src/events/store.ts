@@ -131,6 +131,22 @@ export async function readStreams(db: Db, streamIds: readonly string[]): Promise
   return streams;
 }
 
+/**
+ * The events of several streams after a version each (0: the whole stream), each in version
+ * order: for a reader that holds a stream's state up to that version already.
+ */
+export async function readStreamsAfter(db: Db, after: ReadonlyMap<string, number>): Promise<Map<string, RecordedEvent[]>> {
+  const streams = new Map<string, RecordedEvent[]>([...after.keys()].map((id) => [id, []]));
+  if (after.size === 0) return streams;
+  const rows = await db<EventRow[]>`
+    select ${db.unsafe(COLUMNS.split(', ').map((c) => `e.${c}`).join(', '))}
+    from unnest(${[...after.keys()] as string[]}::uuid[], ${[...after.values()] as number[]}::int[]) as k(stream_id, after_version)
+    join docpipe.events e on e.stream_id = k.stream_id and e.stream_version > k.after_version
+    order by e.stream_id, e.stream_version`;
+  for (const row of rows) streams.get(row.stream_id)?.push(toRecorded(row));
+  return streams;
+}
+
 export async function readStream(db: Db, streamId: string): Promise<RecordedEvent[]> {
   const rows = await db<EventRow[]>`
     select ${db.unsafe(COLUMNS)} from docpipe.events

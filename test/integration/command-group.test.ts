@@ -95,3 +95,16 @@ test('a hook that fails takes only its own command down: the batch reruns its co
   // The first went alone; the failed batch of 7 committed nothing, then 6 went one by one.
   assert.equal(await transactionsOf(ids.filter((id) => id !== bad)), 7);
 });
+
+test('a document the group knows is read from where the group left it, and an outside writer\'s events are folded in', async () => {
+  const ctx: CommandContext = { ...base, group: createCommandGroup(base, { maxBatch: 64, concurrency: 1 }) };
+  const id = randomUUID();
+  await execute(ctx, id, upload(id), metadata());
+  // Another process (no group) moves the document on.
+  await execute(base, id, { type: 'StartParse', run: 1, parser: 'local' }, metadata());
+  const done = await execute(ctx, id, { type: 'CompleteParse', run: 1, parsedKey: `documents/${id}/runs/1/parsed.md`, pages: 1, characters: 5, sha256: 'd'.repeat(64), partial: null }, metadata());
+  assert.equal(done.state.status, 'parsed');
+  assert.deepEqual(done.events.map((e) => [e.type, e.streamVersion]), [['ParseSucceeded', 3]]);
+  // And the group's next command on it sees its own last write.
+  await assert.rejects(execute(ctx, id, { type: 'CompleteParse', run: 1, parsedKey: `documents/${id}/runs/1/parsed.md`, pages: 1, characters: 5, sha256: 'd'.repeat(64), partial: null }, metadata()), DomainError);
+});
