@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, test } from 'node:test';
-import { createCommandGroup, execute, type CommandContext } from '../../src/documents/commands.ts';
+import { createCommandGroup, execute, executeSteps, type CommandContext } from '../../src/documents/commands.ts';
 import { DomainError, type DocumentCommand } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
 import { createLogger } from '../../src/observability/logger.ts';
@@ -107,4 +107,28 @@ test('a document the group knows is read from where the group left it, and an ou
   assert.deepEqual(done.events.map((e) => [e.type, e.streamVersion]), [['ParseSucceeded', 3]]);
   // And the group's next command on it sees its own last write.
   await assert.rejects(execute(ctx, id, { type: 'CompleteParse', run: 1, parsedKey: `documents/${id}/runs/1/parsed.md`, pages: 1, characters: 5, sha256: 'd'.repeat(64), partial: null }, metadata()), DomainError);
+});
+
+test('executeSteps: one transaction for a sequence; a refused step stops the steps after it, the ones before commit', async () => {
+  for (const group of [undefined, createCommandGroup(base, { maxBatch: 64, concurrency: 1 })]) {
+    const ctx: CommandContext = { ...base, group };
+    const id = randomUUID();
+    const complete: DocumentCommand = { type: 'CompleteParse', run: 1, parsedKey: `documents/${id}/runs/1/parsed.md`, pages: 1, characters: 5, sha256: 'd'.repeat(64), partial: null };
+    const done = await executeSteps(ctx, id, [{ command: upload(id) }, { command: { type: 'StartParse', run: 1, parser: 'local' } }, { command: complete }], metadata());
+    assert.equal(done.state.status, 'parsed');
+    assert.equal(await transactionsOf([id]), 1);
+    // StartParse of run 2 is refused (the document is at run 1). The CompleteParse after it
+    // would succeed on its own (the document is parsing run 1), but must not apply.
+    const other = randomUUID();
+    await executeSteps(ctx, other, [{ command: upload(other) }, { command: { type: 'StartParse', run: 1, parser: 'local' } }], metadata());
+    await assert.rejects(
+      executeSteps(ctx, other, [
+        { command: { type: 'StartParse', run: 2, parser: 'local' } },
+        { command: { ...complete, parsedKey: `documents/${other}/runs/1/parsed.md` } },
+      ], metadata()),
+      DomainError,
+    );
+    const types = await sql<{ type: string }[]>`select type from docpipe.events where stream_id = ${other} order by stream_version`;
+    assert.deepEqual(types.map((t) => t.type), ['DocumentUploaded', 'ParseStarted'], group ? 'with a group' : 'alone');
+  }
 });
