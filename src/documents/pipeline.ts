@@ -1,7 +1,12 @@
 // The pipeline's stages, as plain functions of a job. Each is idempotent: it reads the stream,
 // skips work the log says is done (or belongs to a stale run) and appends at the expected
 // version, so a job that runs twice appends nothing twice and writes no duplicate chunks.
-import { Readable } from 'node:stream';
+import { createWriteStream, openAsBlob } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { buffer } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Db } from '../db/client.ts';
@@ -9,7 +14,7 @@ import { storableText } from '../db/text.ts';
 import type { EventMetadata } from '../events/catalog.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ByteBudget } from '../util/byte-budget.ts';
-import type { PageCounter } from '../providers/parser/pages.ts';
+import { pageEstimate, type PageCounter } from '../providers/parser/pages.ts';
 import type { AsyncParser, ChunkOptions, Chunker, Embedder, MediaType, Parser, ParsedDocument, Storage } from '../providers/types.ts';
 import { DocumentLimitError, DocumentTooComplexError, ProviderError, UnparseableDocumentError } from '../providers/types.ts';
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
@@ -241,10 +246,24 @@ export async function runParseStage(deps: PipelineDeps, job: JobData, context: J
     const state = started.state;
     if (failedByCrash(state, log)) return 'failed';
     opened();
+    if (deps.parser.mode === 'async' && state.mediaType !== 'application/pdf') {
+      // Streamed to the provider from a file on disk: the original is never in memory. (A PDF's
+      // page tree is read from its bytes, before the upload, so a PDF is held.)
+      const spooled = await spoolOriginal(deps, state, signal);
+      try {
+        return await submitRemoteParse(deps, deps.parser, job, state, spooled, log, signal);
+      } finally {
+        await spooled.dispose();
+      }
+    }
     const release = await reserve(deps, state.size ?? 0, signal, log);
     try {
       const bytes = await buffer(await deps.storage.get(state.storageKey!));
-      if (deps.parser.mode === 'async') return await submitRemoteParse(deps, deps.parser, job, state, bytes, log, signal);
+      if (deps.parser.mode === 'async') {
+        // Before the upload: a PDF over the page limit fails here, not on the provider's bill.
+        const pages = await deps.pages.count(bytes, state.mediaType as MediaType, { signal });
+        return await submitRemoteParse(deps, deps.parser, job, state, { body: bytes, pages }, log, signal);
+      }
       const parsed = await deps.parser.parse(bytes, state.mediaType as MediaType, { signal });
       await storeParsed(deps, job, parsed, null);
       return 'done';
@@ -252,6 +271,32 @@ export async function runParseStage(deps: PipelineDeps, job: JobData, context: J
       release();
     }
   });
+}
+
+/**
+ * The original copied from storage to a private temporary file as it downloads, its pages
+ * estimated on the way (pageEstimate), and opened as a file-backed Blob that the parser's
+ * upload reads as it sends. `dispose` removes the file.
+ */
+async function spoolOriginal(deps: PipelineDeps, state: DocumentState, signal: AbortSignal | undefined): Promise<{ body: Blob; pages: number; dispose(): Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'docpipe-spool-'));
+  const dispose = () => rm(dir, { recursive: true, force: true });
+  try {
+    const file = path.join(dir, 'original');
+    const estimate = pageEstimate(state.mediaType as MediaType);
+    const count = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        estimate.add(chunk);
+        callback(null, chunk);
+      },
+    });
+    await pipeline(await deps.storage.get(state.storageKey!), count, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal });
+    return { body: await openAsBlob(file, { type: state.mediaType ?? undefined }), pages: estimate.pages(), dispose };
+  } catch (err) {
+    await dispose();
+    if (signal?.aborted) throw new StageInterruptedError();
+    throw err;
+  }
 }
 
 /** Stores the markdown (never in the event) and appends ParseSucceeded with its size and hash. */
@@ -281,13 +326,11 @@ async function submitRemoteParse(
   parser: AsyncParser,
   job: JobData,
   state: DocumentState,
-  bytes: Buffer,
+  { body, pages }: { body: Buffer | Blob; pages: number },
   log: Logger,
   signal: AbortSignal | undefined,
 ): Promise<StageOutcome> {
   const { webhookBaseUrl, webhookSecret, pollAfterSeconds } = deps.remoteParse;
-  // Before the upload: a PDF over the page limit fails here, not on the provider's bill.
-  const pages = await deps.pages.count(bytes, state.mediaType as MediaType, { signal });
   const timeLimitSeconds = parser.timeLimitSeconds(pages);
   const webhook =
     webhookBaseUrl && webhookSecret
@@ -297,7 +340,7 @@ async function submitRemoteParse(
         }
       : null;
   const { jobId, status } = await unlessShuttingDown(
-    parser.submit({ bytes, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook }),
+    parser.submit({ bytes: body, fileName: state.fileName ?? 'document', mediaType: state.mediaType as MediaType, webhook }),
     signal,
   );
   // Finished already (a cache hit, which may send no webhook): check at once. No webhooks: poll

@@ -111,7 +111,8 @@ export interface ProviderJob {
 }
 
 export interface SubmitInput {
-  bytes: Buffer;
+  /** The document: in memory, or a Blob backed by a file on disk (fs.openAsBlob), sent as it is read. */
+  bytes: Buffer | Blob;
   fileName: string;
   mediaType: MediaType;
   /** Null: no webhook is requested, the pipeline polls. */

@@ -5,7 +5,10 @@
 // jobs, and no second submission on a retried job.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { execute } from '../../src/documents/commands.ts';
@@ -237,6 +240,29 @@ describe('the deadline of a remote parse grows with the document', () => {
 });
 
 describe('runParseStage with a remote parser', () => {
+  test('a text original goes to the parser from a file on disk (a file-backed Blob), byte for byte, and the file is removed after', async () => {
+    const bytes = Buffer.from('line of a long text document\n'.repeat(100_000)); // 2.9 MB
+    const seen: { blob: boolean; sha256: string; spoolDirs: string[] }[] = [];
+    const before = new Set((await readdir(tmpdir())).filter((d) => d.startsWith('docpipe-spool-')));
+    const parser: AsyncParser = {
+      ...scriptedParser({ status: () => pending('x'), submits: 0 }),
+      async submit(input) {
+        const body = input.bytes;
+        const content = Buffer.from(await (body as Blob).arrayBuffer());
+        const spoolDirs = (await readdir(tmpdir())).filter((d) => d.startsWith('docpipe-spool-') && !before.has(d));
+        seen.push({ blob: body instanceof Blob && !Buffer.isBuffer(body), sha256: createHash('sha256').update(content).digest('hex'), spoolDirs });
+        return { jobId: randomUUID() };
+      },
+    };
+    const id = await submitDocument(depsWith(parser), bytes, 'text/plain', 'long.txt');
+    assert.equal((await statusOf(id)).status, 'parsing');
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0]!.blob, true, 'a Blob, not a Buffer of the whole document');
+    assert.equal(seen[0]!.sha256, createHash('sha256').update(bytes).digest('hex'));
+    assert.ok(seen[0]!.spoolDirs.length >= 1, 'the original was spooled to a temporary directory');
+    for (const dir of seen[0]!.spoolDirs) await assert.rejects(stat(path.join(tmpdir(), dir)), { code: 'ENOENT' });
+  });
+
   test('a submission that answers SUCCESS at once (a cache hit) is checked at once, not after the webhook grace', async () => {
     const parser = scriptedParser({ status: () => pending('x'), submits: 0 });
     const deps: PipelineDeps = { ...depsWith({ ...parser, submit: async () => ({ jobId: randomUUID(), status: 'SUCCESS' as const }) }), remoteParse: { webhookBaseUrl: 'https://hooks.example.com', webhookSecret: 'w'.repeat(32), pollAfterSeconds: 600 } };

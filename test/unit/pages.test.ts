@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
-import { createPageCounter, estimatePages } from '../../src/providers/parser/pages.ts';
+import { createPageCounter, estimatePages, pageEstimate } from '../../src/providers/parser/pages.ts';
 import { countPdfPages } from '../../src/providers/parser/pdf.ts';
-import { DEFAULT_PARSER_LIMITS, DocumentLimitError } from '../../src/providers/types.ts';
+import { DEFAULT_PARSER_LIMITS, DocumentLimitError, type MediaType } from '../../src/providers/types.ts';
 
 const DOCX = 'application/vnd.openxmlformats-officedocument.wordprocessingml.document' as const;
 const limits = DEFAULT_PARSER_LIMITS;
@@ -52,5 +52,22 @@ describe('createPageCounter', () => {
   test('other formats never reach the PDF counter', async () => {
     const never = createPageCounter(() => assert.fail('the PDF counter was called'));
     assert.equal(await never.count(Buffer.alloc(5000), 'text/plain'), 5);
+  });
+});
+
+describe('pageEstimate (streamed)', () => {
+  test('any split of a document into pieces gives estimatePages of the whole', () => {
+    const docs: [Buffer, MediaType][] = [
+      [Buffer.from('a\n'.repeat(4000) + 'page\f'.repeat(30) + 'x'.repeat(9000)), 'text/plain'],
+      [Buffer.from('# t\n\n' + 'word '.repeat(5000)), 'text/markdown'],
+      [Buffer.alloc(70_000, 1), 'application/vnd.openxmlformats-officedocument.wordprocessingml.document'],
+    ];
+    for (const [bytes, mediaType] of docs) {
+      for (const piece of [1, 7, 4096, bytes.length]) {
+        const estimate = pageEstimate(mediaType);
+        for (let i = 0; i < bytes.length; i += piece) estimate.add(bytes.subarray(i, i + piece));
+        assert.equal(estimate.pages(), estimatePages(bytes, mediaType), `${mediaType} in pieces of ${piece}`);
+      }
+    }
   });
 });

@@ -250,8 +250,10 @@ export function createLlamaParseParser(options: LlamaParseOptions): LlamaParsePa
           ...scope,
           tier: options.tier,
           version: options.version,
-          // toFile copies the bytes once into a File; the SDK builds one multipart body from it.
-          upload_file: await toFile(bytes, fileName, { type: mediaType }),
+          // toFile copies bytes in memory once into a File; a file-backed Blob becomes a File
+          // without being read, and the SDK's multipart body reads it as it sends (and again on
+          // a retry).
+          upload_file: bytes instanceof Blob ? new File([bytes], fileName, { type: mediaType }) : await toFile(bytes, fileName, { type: mediaType }),
           processing_control: {
             timeouts: { base_in_seconds: options.jobTimeout.baseSeconds, extra_time_per_page_in_seconds: options.jobTimeout.perPageSeconds },
             ...(options.allowedPageFailureRatio !== undefined

@@ -27,16 +27,31 @@ export interface PageCounter {
 }
 
 export function estimatePages(bytes: Uint8Array, mediaType: MediaType): number {
-  if (mediaType === 'text/plain' || mediaType === 'text/markdown' || mediaType === 'text/html') {
-    let lines = 0;
-    let formFeeds = 0;
-    for (const byte of bytes) {
-      if (byte === NEWLINE) lines++;
-      else if (byte === FORM_FEED) formFeeds++;
-    }
-    return Math.max(1, Math.ceil(bytes.length / TEXT_BYTES_PER_PAGE), Math.ceil(lines / TEXT_LINES_PER_PAGE), formFeeds + 1);
-  }
-  return Math.max(1, Math.ceil(bytes.length / DOCX_BYTES_PER_PAGE));
+  const estimate = pageEstimate(mediaType);
+  estimate.add(bytes);
+  return estimate.pages();
+}
+
+/** estimatePages over a document that streams by in pieces: the same answer, without holding it. */
+export function pageEstimate(mediaType: MediaType): { add(bytes: Uint8Array): void; pages(): number } {
+  const text = mediaType === 'text/plain' || mediaType === 'text/markdown' || mediaType === 'text/html';
+  let size = 0;
+  let lines = 0;
+  let formFeeds = 0;
+  return {
+    add(bytes) {
+      size += bytes.length;
+      if (!text) return;
+      for (const byte of bytes) {
+        if (byte === NEWLINE) lines++;
+        else if (byte === FORM_FEED) formFeeds++;
+      }
+    },
+    pages() {
+      if (!text) return Math.max(1, Math.ceil(size / DOCX_BYTES_PER_PAGE));
+      return Math.max(1, Math.ceil(size / TEXT_BYTES_PER_PAGE), Math.ceil(lines / TEXT_LINES_PER_PAGE), formFeeds + 1);
+    },
+  };
 }
 
 export function createPageCounter(countPdf: (bytes: Buffer, options?: TaskOptions) => Promise<number>): PageCounter {
