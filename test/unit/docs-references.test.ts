@@ -37,7 +37,7 @@ test('every `docpipe -- X` and `dist/src/cli.js X` in the docs is a CLI command'
 });
 
 test('every repository file the docs name exists', () => {
-  const found = mentions(/(?<![\w./-])((?:docs|scripts|src|test|\.github\/workflows)\/[\w./-]+\.(?:md|ts|sh|yml|sql)|fly\.(?:api|worker|webhook)\.toml|Dockerfile|\.ci\/run)\b/g);
+  const found = mentions(/(?<![\w./-])((?:docs|scripts|src|test|\.github\/workflows)\/[\w./-]+\.(?:md|ts|sh|yml|sql)|fly\.(?:api|worker|webhook|autoscaler)\.toml|Dockerfile|\.ci\/run)\b/g);
   assert.ok(found.length > 20);
   const missing = found.filter((m) => !existsSync(m.name)).map((m) => `${m.doc}:${m.line} ${m.name}`);
   assert.deepEqual(missing, []);
