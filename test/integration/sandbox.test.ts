@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createSandbox, SandboxAbortedError, SandboxTaskError, SandboxUnavailableError, type Sandbox } from '../../src/providers/sandbox/pool.ts';
 import { rebuildError } from '../../src/providers/sandbox/tasks.ts';
-import { DocumentLimitError, DocumentTooComplexError, UnparseableDocumentError } from '../../src/providers/types.ts';
+import { createSandboxedParser } from '../../src/providers/sandbox/sandboxed.ts';
+import { DEFAULT_PARSER_LIMITS, DocumentLimitError, DocumentTooComplexError, UnparseableDocumentError } from '../../src/providers/types.ts';
 import type { TestTask } from '../helpers/sandbox-child.ts';
 
 const logger = createLogger('silent');
@@ -119,4 +120,15 @@ test('a child left large by a task is replaced; close() ends the children and re
   await sandbox.close();
   assert.throws(() => process.kill(third, 0), 'the child is gone after close()');
   await assert.rejects(run(sandbox, { kind: 'echo', value: 1 }), SandboxUnavailableError);
+});
+
+test('plain text and markdown parse in the worker; every other format goes to the sandbox', async () => {
+  // A closed sandbox refuses every task: what still parses did not use it.
+  const sandbox = createSandbox({ entry, processes: 1, memoryMb: 256, timeoutMs: 10_000, logger });
+  await sandbox.close();
+  const parser = createSandboxedParser(sandbox, DEFAULT_PARSER_LIMITS);
+  assert.deepEqual(await parser.parse(Buffer.from('a\r\nb'), 'text/plain'), { markdown: 'a\nb', pages: 1 });
+  assert.deepEqual(await parser.parse(Buffer.from('# t\r\n'), 'text/markdown'), { markdown: '# t\n', pages: 1 });
+  await assert.rejects(parser.parse(Buffer.from('  \n'), 'text/plain'), UnparseableDocumentError);
+  await assert.rejects(parser.parse(Buffer.from('<p>x</p>'), 'text/html'), SandboxUnavailableError);
 });

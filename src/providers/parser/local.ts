@@ -9,7 +9,7 @@ import { DEFAULT_PARSER_LIMITS, UnparseableDocumentError, type MediaType, type P
 import { docxToHtml } from './docx.ts';
 import { createHtmlConverter } from './html.ts';
 import { parsePdf } from './pdf.ts';
-import { decodeUtf8, normaliseNewlines, requireText } from './shared.ts';
+import { decodeUtf8, parseText, requireText } from './shared.ts';
 
 export { PAGE_SEPARATOR } from './shared.ts';
 
@@ -25,7 +25,7 @@ export function createLocalParser(limits: ParserLimits = DEFAULT_PARSER_LIMITS):
       switch (mediaType) {
         case 'text/plain':
         case 'text/markdown':
-          return { markdown: requireText(normaliseNewlines(decodeUtf8(bytes)), 'document has no text'), pages: 1 };
+          return parseText(bytes);
         case 'text/html':
           return { markdown: requireText(html.toMarkdown(decodeUtf8(bytes)), 'HTML document has no text'), pages: 1 };
         case 'application/pdf':

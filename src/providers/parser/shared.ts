@@ -1,6 +1,6 @@
 // Helpers the local parser's format modules share: text clean-up and the wording of limit errors,
 // so every refusal names what was found, the limit, and the setting that raises it.
-import { DocumentLimitError, UnparseableDocumentError } from '../types.ts';
+import { DocumentLimitError, UnparseableDocumentError, type ParsedDocument } from '../types.ts';
 
 /** The separator LlamaParse puts between pages, so both parsers' output chunks alike. */
 export const PAGE_SEPARATOR = '\n\n---\n\n';
@@ -13,6 +13,11 @@ export function decodeUtf8(bytes: Uint8Array): string {
 
 export function normaliseNewlines(text: string): string {
   return text.replace(/\r\n?/g, '\n');
+}
+
+/** Plain text and markdown: their markdown is their text. */
+export function parseText(bytes: Uint8Array): ParsedDocument {
+  return { markdown: requireText(normaliseNewlines(decodeUtf8(bytes)), 'document has no text'), pages: 1 };
 }
 
 export function requireText(markdown: string, message: string): string {

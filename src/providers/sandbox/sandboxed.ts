@@ -1,5 +1,6 @@
 // The local parser, the chunker and the PDF page count as the worker uses them: each call is a task in the sandbox
 // (pool.ts), so a hostile document costs a child process, never the worker.
+import { parseText } from '../parser/shared.ts';
 import { createPageCounter, type PageCounter } from '../parser/pages.ts';
 import type { Chunk, ChunkOptions, Chunker, MediaType, ParsedDocument, ParserLimits, SyncParser } from '../types.ts';
 import { SandboxTaskError, type RunOptions, type Sandbox } from './pool.ts';
@@ -14,12 +15,20 @@ async function runTask<T>(sandbox: Sandbox, task: SandboxTask, options?: RunOpti
   }
 }
 
+/**
+ * Plain text and markdown parse in the worker itself: their parse is a UTF-8 decode and one
+ * linear newline pass, nothing a document can make slow or large beyond its own size (which the
+ * worker's document budget bounds), and a round trip to a child costs more CPU than the parse.
+ * Every other format, whose parser a crafted document can make explode, runs in the sandbox.
+ */
+const IN_PROCESS: ReadonlySet<MediaType> = new Set(['text/plain', 'text/markdown']);
+
 export function createSandboxedParser(sandbox: Sandbox, limits: ParserLimits): SyncParser {
   return {
     kind: 'local',
     mode: 'sync',
     parse: (bytes: Buffer, mediaType: MediaType, options?: RunOptions) =>
-      runTask<ParsedDocument>(sandbox, { kind: 'parse', bytes, mediaType, limits }, options),
+      IN_PROCESS.has(mediaType) ? Promise.resolve().then(() => parseText(bytes)) : runTask<ParsedDocument>(sandbox, { kind: 'parse', bytes, mediaType, limits }, options),
   };
 }
 
