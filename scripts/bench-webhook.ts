@@ -1,17 +1,18 @@
 // The webhook service measured as it is deployed: `docpipe webhook` in a process of its own,
 // the evenly paced open-loop client (scripts/bench/paced.ts) in this one, an embedded Postgres
-// with fsync on. Complements the webhook phase of `npm run bench`, where the webhook shares one
-// Node thread with the API and the harness.
+// with fsync on; where the machine allows, the webhook pinned to CPU 1 and this client to CPU 0.
+// The webhook phase of `npm run bench` measures the same way (and beside its baseline); this
+// one repeats the measurement a few times on its own.
 //
 //   npm run bench:webhook -- [--rate 500] [--seconds 4] [--runs 3]
 //
 // Each run seeds rate x (1 + seconds) documents in `parsing` (submitted to LlamaParse) through
 // the real command handler, then sends one first delivery to each, paced, and checks that every
 // answer appended. Results go to stdout as one JSON line per run plus a summary.
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.ts';
 import { createSql } from '../src/db/client.ts';
@@ -21,6 +22,7 @@ import { createLogger } from '../src/observability/logger.ts';
 import { openRuntime } from '../src/services/runtime.ts';
 import { freePort } from '../src/util/free-port.ts';
 import { runPaced } from './bench/paced.ts';
+import { canPin, pinProcess, startServiceProcess } from './bench/service-process.ts';
 import { seedParsingDocuments } from './bench/webhook.ts';
 
 const { values } = parseArgs({ options: { rate: { type: 'string', default: '500' }, seconds: { type: 'string', default: '4' }, runs: { type: 'string', default: '3' } } });
@@ -49,27 +51,21 @@ try {
   for (let r = 0; r < runs; r++) batches.push(await seedParsingDocuments(runtime.ctx, secret, count, 8, () => {}));
   await runtime.close();
 
-  const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/cli.ts'), 'webhook'], {
-    env: { ...process.env, ...env, WEBHOOK_PORT: String(port), WEBHOOK_METRICS_PORT: '0' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  // Pinned after the seeding (and Postgres's start): only the client is held to CPU 0.
+  const pinned = os.availableParallelism() >= 2 && canPin() && pinProcess(process.pid, 0);
+  log(pinned ? 'webhook process on CPU 1, this client on CPU 0' : 'not pinned (one core, or taskset missing or not allowed)');
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const webhook = await startServiceProcess({ root, command: 'webhook', env: { ...env, WEBHOOK_METRICS_PORT: '0' }, port: await freePort(), cpu: pinned ? 1 : null, readyTimeoutMs: 30_000 });
   try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
     for (let r = 0; r < runs; r++) {
-      const res = await runPaced({ kind: 'paced', name: `run ${r + 1}`, url: `http://127.0.0.1:${port}`, rate, warmupSeconds: 1, durationSeconds: seconds, maxSockets: 128, targets: batches[r]!, eventIdPrefix: `run${r}` }, () => {});
+      const res = await runPaced({ kind: 'paced', name: `run ${r + 1}`, url: webhook.url, rate, warmupSeconds: 1, durationSeconds: seconds, maxSockets: 128, targets: batches[r]!, eventIdPrefix: `run${r}` }, () => {});
       if (res.non2xx > 0 || res.errors > 0 || res.outcomes.appended !== count) throw new Error(`run ${r + 1} was not real work: ${JSON.stringify({ non2xx: res.non2xx, errors: res.errors, outcomes: res.outcomes })}`);
       const row = { reqPerSec: res.reqPerSec, p50: res.latency.p50, p99: res.latency.p99, p999: res.p999, maxSendLagMs: res.maxSendLagMs };
       results.push(row);
       process.stdout.write(JSON.stringify({ run: r + 1, rate, ...row }) + '\n');
     }
   } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await webhook.stop();
   }
 } finally {
   await pg.stop().catch(() => {});

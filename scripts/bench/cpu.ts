@@ -1,6 +1,8 @@
 // CPU accounting per benchmark phase, from /proc: the harness process (docpipe's API and
-// worker, and the baselines), the embedded Postgres (postmaster and all its backends) and the
-// load-generator child (which reports its own process.cpuUsage()). On a 2-core machine these
+// worker, and the baselines), its other children (the in-process worker's sandbox processes),
+// service processes started on their own (the webhook, worker processes, the delay proxy), the
+// embedded Postgres (postmaster and all its backends) and the load-generator child (which
+// reports its own process.cpuUsage()). On a 2-core machine these
 // share the cores, so "cores busy" tells where the time went. Two more columns keep the figures
 // honest: "kernel" (machine busy time no process is charged with: softirq work of loopback TCP,
 // I/O completion, ...) and "foreign" (processes outside this run, e.g. someone's test suite).
@@ -67,6 +69,10 @@ export interface CpuSnapshot {
   at: number;
   /** This process alone (process.cpuUsage). */
   self: number;
+  /** This process's other live descendants: not Postgres, services or clients (the sandbox children). */
+  helpers: number;
+  /** The service processes named to cpuSnapshot, with their descendants. */
+  services: number;
   /** The postmaster and its backends, including reaped ones. */
   postgres: number;
   /** This process and every descendant (Postgres, load children), including reaped ones. */
@@ -77,7 +83,11 @@ export interface CpuSnapshot {
   elu: EventLoopUtilization;
 }
 
-export function cpuSnapshot(postmasterPid: number | null): CpuSnapshot {
+/**
+ * `services`: processes started as services (their trees count apart); `clients`: load children
+ * (they report their own CPU). Both are left out of `helpers`.
+ */
+export function cpuSnapshot(postmasterPid: number | null, groups: { services?: Iterable<number>; clients?: Iterable<number> } = {}): CpuSnapshot {
   const stats = readProcs();
   const sum = (pids: Iterable<number>) => {
     let ticks = 0;
@@ -87,11 +97,18 @@ export function cpuSnapshot(postmasterPid: number | null): CpuSnapshot {
   const ours = tree(stats, process.pid);
   const kernel = tree(stats, KTHREADD);
   const foreign = [...stats.keys()].filter((pid) => !ours.has(pid) && !kernel.has(pid));
+  const postgres = postmasterPid && stats.has(postmasterPid) ? tree(stats, postmasterPid) : new Set<number>();
+  const services = new Set<number>();
+  for (const pid of groups.services ?? []) for (const p of tree(stats, pid)) services.add(p);
+  const apart = new Set<number>([process.pid, ...postgres, ...services]);
+  for (const pid of groups.clients ?? []) for (const p of tree(stats, pid)) apart.add(p);
   const self = process.cpuUsage();
   return {
     at: performance.now(),
     self: (self.user + self.system) / 1e6,
-    postgres: postmasterPid && stats.has(postmasterPid) ? sum(tree(stats, postmasterPid)) : Number.NaN,
+    helpers: sum([...ours].filter((pid) => !apart.has(pid))),
+    services: sum(services),
+    postgres: postmasterPid && stats.has(postmasterPid) ? sum(postgres) : Number.NaN,
     ours: sum(ours),
     foreign: sum(foreign),
     machine: machineBusySeconds(),
@@ -105,6 +122,10 @@ export interface PhaseCpu {
   server: number;
   /** Event-loop utilisation of the server's main thread (1 = never idle). */
   serverLoop: number;
+  /** The harness's other children: the in-process worker's sandbox processes. */
+  helpers: number;
+  /** Service processes of their own (webhook, worker processes, delay proxy). */
+  services: number;
   postgres: number;
   client: number | null;
   /** Machine busy time charged to no process (mostly softirq: loopback TCP, block I/O completion). */
@@ -120,9 +141,21 @@ export function phaseCpu(start: CpuSnapshot, end: CpuSnapshot, clientCpuSeconds:
     seconds,
     server: perCore(start.self, end.self),
     serverLoop: performance.eventLoopUtilization(end.elu, start.elu).utilization,
+    helpers: Math.max(0, perCore(start.helpers, end.helpers)),
+    services: Math.max(0, perCore(start.services, end.services)),
     postgres: perCore(start.postgres, end.postgres),
     client: clientCpuSeconds === null ? null : clientCpuSeconds / seconds,
     kernel: Math.max(0, perCore(start.machine, end.machine) - perCore(start.ours, end.ours) - perCore(start.foreign, end.foreign)),
     foreign: Math.max(0, perCore(start.foreign, end.foreign)),
   };
+}
+
+/** CPU seconds of these processes and their live descendants (reaped ones count in their parent's). */
+export function treeCpuSeconds(roots: Iterable<number>): number {
+  const stats = readProcs();
+  const pids = new Set<number>();
+  for (const root of roots) for (const pid of tree(stats, root)) pids.add(pid);
+  let ticks = 0;
+  for (const pid of pids) ticks += stats.get(pid)?.ticks ?? 0;
+  return ticks / TICKS_PER_SECOND;
 }

@@ -72,6 +72,11 @@ const COMPARED: { name: string; pick(r: any): number | undefined; unit: string; 
   { name: 'pipeline Postgres CPU ms per document', pick: (r) => r.pipeline?.postgresCpuMsPerDoc, unit: ' ms', higherIsBetter: false },
   { name: 'webhook p99 at the fixed rate', pick: (r) => r.webhook?.first?.latency?.p99, unit: ' ms', higherIsBetter: false },
   { name: 'webhook baseline p99 (no docpipe code)', pick: (r) => r.webhook?.baseline?.latency?.p99, unit: ' ms', higherIsBetter: false },
+  { name: 'pipeline sandbox children CPU ms per document', pick: (r) => r.pipeline?.helperCpuMsPerDoc, unit: ' ms', higherIsBetter: false },
+  { name: 'worker fleet: 1 process documents/s', pick: (r) => r.fleet?.scaling?.[0]?.docsPerSecond, unit: '', higherIsBetter: true },
+  { name: 'worker fleet: 4 processes documents/s', pick: (r) => r.fleet?.scaling?.[2]?.docsPerSecond, unit: '', higherIsBetter: true },
+  { name: 'database round trips per document (0 ms proxy)', pick: (r) => r.fleet?.near?.proxy?.roundTripsPerDoc, unit: '', higherIsBetter: false },
+  { name: 'far worker documents/s', pick: (r) => r.fleet?.far?.docsPerSecond, unit: '', higherIsBetter: true },
 ];
 
 export function beforeAfterReport(before: { rev: string; commit: string; results: unknown }, after: unknown, options: { markdown?: boolean } = {}): string {

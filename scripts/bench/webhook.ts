@@ -1,12 +1,17 @@
 // The webhook phase's server side: documents for the deliveries to act on, the bare Fastify
-// baseline that takes the same request, and the clean-up that keeps the seeded documents out of
-// the later phases. The client side is scripts/bench/paced.ts.
+// baseline that takes the same request (in a process of its own, like the webhook it stands
+// beside: `docpipe webhook` is started by ./service-process.ts), and the clean-up that keeps the
+// seeded documents out of the later phases. The client side is scripts/bench/paced.ts.
+import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Sql } from '../../src/db/client.ts';
 import { executeIn, type CommandContext } from '../../src/documents/commands.ts';
 import { webhookCredential } from '../../src/security/webhook-auth.ts';
 import type { WebhookTarget } from './paced.ts';
+import { pinProcess } from './service-process.ts';
 
 export const WEBHOOK_OWNER = 'bench-webhook';
 
@@ -87,4 +92,38 @@ export async function startWebhookBaseline(): Promise<{ app: FastifyInstance; ur
   });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   return { app, url };
+}
+
+const SELF = fileURLToPath(import.meta.url);
+
+/** The baseline in a child process (pinned to `cpu` where given), as the webhook runs in one. */
+export function startWebhookBaselineProcess(cpu: number | null, timeoutMs = 30_000): Promise<{ pid: number; url: string; stop(): Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const child = fork(SELF, ['--serve-baseline'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    if (cpu !== null && child.pid) pinProcess(child.pid, cpu);
+    const timer = setTimeout(() => (child.kill('SIGKILL'), reject(new Error('the webhook baseline did not start'))), timeoutMs);
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.once('exit', (code, signal) => (clearTimeout(timer), reject(new Error(`the webhook baseline exited (${code ?? signal})`))));
+    child.once('message', (message: { url: string }) => {
+      clearTimeout(timer);
+      resolve({
+        pid: child.pid!,
+        url: message.url,
+        async stop() {
+          child.kill('SIGTERM');
+          const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
+          await exited;
+          clearTimeout(kill);
+        },
+      });
+    });
+  });
+}
+
+if (process.argv[2] === '--serve-baseline' && process.send && path.resolve(process.argv[1] ?? '') === SELF) {
+  const { app, url } = await startWebhookBaseline();
+  process.send({ url });
+  const stop = () => void app.close().finally(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('disconnect', stop);
 }
