@@ -97,6 +97,16 @@ function tracked(sql: Sql, use: PoolUse): Sql {
 }
 
 /** True when the error is Postgres' unique_violation on the named constraint (or any, if none named). */
+/**
+ * Rows as one parameter, for `jsonb_to_recordset(${jsonRows(tx, rows)}::jsonb)` and its kin:
+ * a multi-row write whose statement text is the same whatever the count, so every connection
+ * prepares it once (a new text costs a describe round trip, and a plan). Sent as text (bigint
+ * values as their digits) and cast by the statement.
+ */
+export function jsonRows(db: Db, rows: readonly object[]) {
+  return db.typed(JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value)), 25);
+}
+
 export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   const e = err as { code?: string; constraint_name?: string };
   return e?.code === '23505' && (constraint === undefined || e.constraint_name === constraint);

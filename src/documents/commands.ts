@@ -247,6 +247,20 @@ async function runSteps(tx: Db, ctx: CommandContext, items: readonly StepsItem[]
 
 export interface CommandGroup {
   run(item: StepsItem): Promise<CommandResult>;
+  /** The state this group's last command left the document in, if it remembers one (it may be stale). */
+  peek(documentId: string): DocumentState | undefined;
+  /** The document's current state, read with the reads of other concurrent callers (one statement for all). */
+  load(documentId: string): Promise<DocumentState>;
+}
+
+/**
+ * The document's state for deciding what work to do, not for deciding a command: the group's
+ * memory of it when it has one, else a read. It may be stale; the command that records the
+ * work decides on the current state and refuses if the document moved on.
+ */
+export async function peekDocument(ctx: CommandContext, documentId: string): Promise<DocumentState> {
+  if (!ctx.group) return loadDocument(ctx.sql, documentId);
+  return ctx.group.peek(documentId) ?? ctx.group.load(documentId);
 }
 
 /**
@@ -270,6 +284,13 @@ export function createCommandGroup(ctx: Omit<CommandContext, 'group'>, options: 
     known.set(documentId, state);
     if (known.size > maxKnown) known.delete(known.keys().next().value!);
   };
+  // Reads for peekDocument: concurrent ones go in one statement (readStreamsAfter), from where
+  // the group's memory of each document starts.
+  const reads = createBatcher<string, DocumentState>(async (ids) => {
+    const unique = [...new Set(ids)];
+    const streams = await readStreamsAfter(ctx.sql, new Map(unique.map((id) => [id, known.get(id)?.version ?? 0])));
+    return ids.map((id) => foldDocument(streams.get(id) ?? [], known.get(id)));
+  }, { maxBatch: options.maxBatch, concurrency: options.concurrency });
   const alone = (item: StepsItem): Promise<Settled> =>
     // executeSteps counts its own events in the metrics: none to count here.
     executeSteps(ctx, item.documentId, item.steps, item.metadata).then(
@@ -301,5 +322,7 @@ export function createCommandGroup(ctx: Omit<CommandContext, 'group'>, options: 
       if (!settled.ok) throw settled.error;
       return settled.result;
     },
+    peek: (documentId) => known.get(documentId),
+    load: (documentId) => reads.submit(documentId),
   };
 }

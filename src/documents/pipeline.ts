@@ -20,7 +20,7 @@ import { DocumentLimitError, DocumentTooComplexError, ProviderError, Unparseable
 import { QUEUES, stableJobId, type JobData } from '../queue/jobs.ts';
 import { WEBHOOK_TOKEN_HEADER, webhookCredential } from '../security/webhook-auth.ts';
 import { ConcurrencyError } from '../events/store.ts';
-import { execute, executeSteps, loadDocument, type CommandContext } from './commands.ts';
+import { execute, executeSteps, loadDocument, peekDocument, type CommandContext, type CommandStep } from './commands.ts';
 import { DomainError, type DocumentState } from './document.ts';
 
 export interface PipelineDeps {
@@ -239,9 +239,27 @@ function failedByCrash(state: DocumentState, log: Logger): boolean {
 export async function runParseStage(deps: PipelineDeps, job: JobData, context: JobContext): Promise<StageOutcome> {
   const { log, signal } = context;
   return guarded(deps, job, 'parse', log, async (opened) => {
+    const meta = metadataFor(job);
+    if (deps.parser.mode === 'sync' && deps.parser.inline) {
+      // Short work that cannot crash or stall the worker needs no attempt opened before it: a
+      // small text document is parsed, then its attempt opened and closed in one transaction.
+      // A larger one shows `parsing` while it is parsed; a document with an attempt open already
+      // (a retry, a crash) takes the path below, which records what became of it.
+      const peeked = await peekDocument(deps.ctx, job.documentId);
+      if (peeked.status === 'uploaded' && peeked.run === job.run && (peeked.size ?? Infinity) < BUDGET_EXEMPT_BYTES && deps.parser.inline(peeked.mediaType as MediaType)) {
+        const release = await reserve(deps, peeked.size ?? 0, signal, log);
+        try {
+          const bytes = await buffer(await deps.storage.get(peeked.storageKey!));
+          const parsed = await deps.parser.parse(bytes, peeked.mediaType as MediaType, { signal });
+          await storeParsed(deps, job, parsed, null, [{ command: { type: 'StartParse', run: job.run, parser: deps.parser.kind } }]);
+        } finally {
+          release();
+        }
+        return 'done';
+      }
+    }
     // StartParse's decide rejects a stale run or a finished parse (DomainError -> skipped),
     // so no separate read is needed first.
-    const meta = metadataFor(job);
     const started = await execute(deps.ctx, job.documentId, { type: 'StartParse', run: job.run, parser: deps.parser.kind }, meta);
     const state = started.state;
     if (failedByCrash(state, log)) return 'failed';
@@ -299,22 +317,20 @@ async function spoolOriginal(deps: PipelineDeps, state: DocumentState, signal: A
   }
 }
 
-/** Stores the markdown (never in the event) and appends ParseSucceeded with its size and hash. */
-async function storeParsed(deps: PipelineDeps, job: JobData, parsed: ParsedDocument, partial: { code: string; message: string } | null): Promise<void> {
+/**
+ * Stores the markdown (never in the event) and appends ParseSucceeded with its size and hash,
+ * after `before` (steps that commit with it).
+ */
+async function storeParsed(deps: PipelineDeps, job: JobData, parsed: ParsedDocument, partial: { code: string; message: string } | null, before: CommandStep[] = []): Promise<void> {
   if (parsed.markdown.trim() === '') throw new PermanentStageError('EMPTY_DOCUMENT', 'the document contains no text');
   const key = parsedKey(job.documentId, job.run);
   const markdown = Buffer.from(parsed.markdown, 'utf8');
   // The length goes with it: Supabase applies the bucket's size limit only to a declared length.
   const stored = await deps.storage.put(key, Readable.from([markdown]), { contentType: 'text/markdown', size: markdown.length });
-  await execute(deps.ctx, job.documentId, {
-    type: 'CompleteParse',
-    run: job.run,
-    parsedKey: key,
-    pages: parsed.pages,
-    characters: parsed.markdown.length,
-    sha256: stored.sha256,
-    partial,
-  }, metadataFor(job));
+  await executeSteps(deps.ctx, job.documentId, [
+    ...before,
+    { command: { type: 'CompleteParse', run: job.run, parsedKey: key, pages: parsed.pages, characters: parsed.markdown.length, sha256: stored.sha256, partial } },
+  ], metadataFor(job));
 }
 
 /**
@@ -438,22 +454,51 @@ interface ChunkText {
   text: string;
 }
 
-async function storeChunks(tx: Db, documentId: string, run: number, chunks: { index: number; text: string; tokenCount: number }[], vectors?: Float32Array[]): Promise<void> {
-  // A reprocess replaces the previous run's chunks in the same transaction as DocumentChunked.
-  // Sent without waiting in between: a transaction's statements run in the order sent.
-  const writes: Promise<unknown>[] = [tx`delete from docpipe.document_chunks where document_id = ${documentId}`];
-  for (let i = 0; i < chunks.length; i += 1000) {
-    const slice = chunks.slice(i, i + 1000);
-    // With the embeddings when they are known already (a document of one embedding batch);
-    // with pgvector, migration 005's trigger moves them into `embedding_vector`.
-    const embeddings = vectors ? slice.map((_, j) => `{${Array.from(vectors[i + j]!).join(',')}}`) : slice.map(() => null);
-    writes.push(tx`
-      insert into docpipe.document_chunks (document_id, chunk_index, run, content, token_count, embedding)
-      select ${documentId}, v.chunk_index, ${run}, v.content, v.token_count, v.embedding::real[]
-      from unnest(${slice.map((c) => c.index)}::int[], ${slice.map((c) => c.text)}::text[], ${slice.map((c) => c.tokenCount)}::int[], ${embeddings as string[]}::text[])
-        as v(chunk_index, content, token_count, embedding)`);
+interface ChunkRows {
+  documentIds: string[];
+  rows: { documentId: string; run: number; index: number; text: string; tokenCount: number; embedding: string | null }[];
+  written: Promise<void>;
+}
+
+/** The chunk writes of each open transaction, gathered until its hooks have all been called. */
+const chunkWrites = new WeakMap<Db, ChunkRows>();
+
+/**
+ * Stores a document's chunks (with their vectors when known already: a document of one
+ * embedding batch). A reprocess replaces the previous run's chunks in the same transaction as
+ * DocumentChunked. Every document of a transaction (a group's batch calls the hooks of all its
+ * commands at once) goes in the same two statements, one delete and one insert: one statement
+ * per document would cost a round trip each on a connection that has not prepared it yet.
+ */
+function storeChunks(tx: Db, documentId: string, run: number, chunks: { index: number; text: string; tokenCount: number }[], vectors?: Float32Array[]): Promise<void> {
+  let pending = chunkWrites.get(tx);
+  if (!pending) {
+    const batch: ChunkRows = { documentIds: [], rows: [], written: Promise.resolve() };
+    // Written once the hooks called in this turn of the event loop have added their rows.
+    batch.written = Promise.resolve().then(() => {
+      chunkWrites.delete(tx);
+      return writeChunks(tx, batch);
+    });
+    chunkWrites.set(tx, batch);
+    pending = batch;
   }
-  await Promise.all(writes);
+  pending.documentIds.push(documentId);
+  chunks.forEach((c, i) => pending.rows.push({ documentId, run, index: c.index, text: c.text, tokenCount: c.tokenCount, embedding: vectors ? `{${Array.from(vectors[i]!).join(',')}}` : null }));
+  return pending.written;
+}
+
+async function writeChunks(tx: Db, { documentIds, rows }: ChunkRows): Promise<void> {
+  // Sent without waiting in between: a transaction's statements run in the order sent. With
+  // pgvector, migration 005's trigger moves `embedding` into `embedding_vector`.
+  await Promise.all([
+    tx`delete from docpipe.document_chunks where document_id = any(${documentIds}::uuid[])`,
+    tx`
+      insert into docpipe.document_chunks (document_id, chunk_index, run, content, token_count, embedding)
+      select v.document_id, v.chunk_index, v.run, v.content, v.token_count, v.embedding::real[]
+      from unnest(${rows.map((r) => r.documentId)}::uuid[], ${rows.map((r) => r.index)}::int[], ${rows.map((r) => r.run)}::int[],
+                  ${rows.map((r) => r.text)}::text[], ${rows.map((r) => r.tokenCount)}::int[], ${rows.map((r) => r.embedding) as string[]}::text[])
+        as v(document_id, chunk_index, run, content, token_count, embedding)`,
+  ]);
 }
 
 async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChunk: number, vectors: Float32Array[]): Promise<void> {
@@ -473,11 +518,25 @@ async function storeEmbeddings(tx: Db, documentId: string, run: number, fromChun
 export async function runEmbedStage(deps: PipelineDeps, job: JobData, context: JobContext): Promise<StageOutcome> {
   const { log, signal } = context;
   return guarded(deps, job, 'embed', log, async (opened) => {
-    // As in parse: StartEmbedding's decide is the staleness check.
     const meta = metadataFor(job);
-    let { state } = await execute(deps.ctx, job.documentId, { type: 'StartEmbedding', run: job.run }, meta);
-    if (failedByCrash(state, log)) return 'failed';
-    opened();
+    const start = { command: { type: 'StartEmbedding', run: job.run } } as const;
+    // Chunking runs in the sandbox and embedding waits on the embedder: neither can take the
+    // worker down, so a small document not started yet opens its attempt in the transaction
+    // that records its chunks (`leading`). A larger one opens it first, and shows `embedding`
+    // while it is chunked; one with an attempt open already (a retry, a crash) opens the next
+    // one first too, which records what became of the last. As in parse, StartEmbedding's
+    // decide is the staleness check.
+    const peeked = await peekDocument(deps.ctx, job.documentId);
+    let state: DocumentState;
+    let leading: CommandStep[] = [];
+    if (peeked.status === 'parsed' && peeked.run === job.run && peeked.chunkCount === null && (peeked.parsedCharacters ?? Infinity) < BUDGET_EXEMPT_BYTES) {
+      state = peeked;
+      leading = [start];
+    } else {
+      ({ state } = await execute(deps.ctx, job.documentId, start.command, meta));
+      if (failedByCrash(state, log)) return 'failed';
+      opened();
+    }
     // The chunks of the document stay in memory until its last batch is stored.
     const release = await reserve(deps, state.parsedCharacters ?? 0, signal, log);
     try {
@@ -494,13 +553,15 @@ export async function runEmbedStage(deps: PipelineDeps, job: JobData, context: J
           // vectors and the document's readiness commit together, in one transaction.
           const vectors = await unlessShuttingDown(deps.embedder.embed(made.map((c) => c.text)), signal);
           await executeSteps(deps.ctx, job.documentId, [
+            ...leading,
             { command: recordChunks, hooks: { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made, vectors) } },
             { command: { type: 'StoreEmbeddingBatch', run: job.run, batch: 0, model: deps.embedder.model, dimensions: deps.embedder.dimensions } },
             { command: { type: 'MarkReady', run: job.run } },
           ], meta);
           return 'done';
         }
-        ({ state } = await execute(deps.ctx, job.documentId, recordChunks, meta, { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) }));
+        ({ state } = await executeSteps(deps.ctx, job.documentId, [...leading, { command: recordChunks, hooks: { withEvents: (tx) => storeChunks(tx, job.documentId, job.run, made) } }], meta));
+        opened();
         chunks = made;
       } else {
         // Resuming a retried job: the chunks of this run are already stored; embed what is left.

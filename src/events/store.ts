@@ -2,7 +2,7 @@
 // Appends take a transaction from the caller, so the inline projection, side tables and the
 // jobs an event triggers commit (or roll back) together with it.
 import type { Db } from '../db/client.ts';
-import { isUniqueViolation } from '../db/client.ts';
+import { isUniqueViolation, jsonRows } from '../db/client.ts';
 import { EVENT_VERSIONS, isEventType, type EventMetadata, type NewEvent, type RecordedEvent } from './catalog.ts';
 
 /** Optimistic concurrency failure: the stream moved on since the caller read it. HTTP 409. */
@@ -105,8 +105,15 @@ export async function appendToStreams(tx: Db, appends: readonly StreamAppend[]):
   if (rows.length === 0) return appends.map(() => []);
   let inserted: EventRow[];
   try {
+    // One JSON parameter, not a VALUES row per event: the statement's text is the same whatever
+    // the count, so each connection prepares it once. (A new text costs a describe round trip
+    // before it runs, and a plan: per batch size, on every connection.) Rows take their
+    // positions in the array's order.
     inserted = await tx<EventRow[]>`
-      insert into docpipe.events ${tx(rows as never, 'stream_id', 'stream_version', 'type', 'type_version', 'data', 'metadata')}
+      insert into docpipe.events (stream_id, stream_version, type, type_version, data, metadata)
+      select r.stream_id, r.stream_version, r.type, r.type_version, r.data, r.metadata
+      from jsonb_to_recordset(${jsonRows(tx, rows)}::jsonb)
+        as r(stream_id uuid, stream_version integer, type text, type_version smallint, data jsonb, metadata jsonb)
       returning ${tx.unsafe(COLUMNS)}`;
   } catch (err) {
     if (isUniqueViolation(err, 'events_stream_version_unique')) {

@@ -1,6 +1,6 @@
 // The document_status read model. `applyEvent` is the one pure fold used by both the inline
 // path (in the append's transaction) and the rebuild, so the two cannot disagree.
-import type { Db } from '../db/client.ts';
+import { jsonRows, type Db } from '../db/client.ts';
 import type { RecordedEvent } from '../events/catalog.ts';
 import { readAll } from '../events/store.ts';
 
@@ -151,10 +151,17 @@ export function applyEvent(row: DocumentStatusRow | null, event: RecordedEvent):
 
 const UPDATES = STATUS_COLUMNS.filter((c) => c !== 'id').map((c) => `${c} = excluded.${c}`).join(', ');
 
-/** The upsert of `rows` as a query fragment (run it by awaiting, or embed it in another query). */
+const COLUMN_LIST = STATUS_COLUMNS.join(', ');
+
+/**
+ * The upsert of `rows` as a query fragment (run it by awaiting, or embed it in another query).
+ * The rows go as one JSON parameter, read back with the table's own row type, so the text is
+ * the same whatever the count and each connection prepares it once.
+ */
 function upsertQuery(tx: Db, rows: readonly DocumentStatusRow[]) {
   return tx`
-    insert into docpipe.document_status ${tx(rows as never, ...STATUS_COLUMNS)}
+    insert into docpipe.document_status (${tx.unsafe(COLUMN_LIST)})
+    select ${tx.unsafe(COLUMN_LIST)} from jsonb_populate_recordset(null::docpipe.document_status, ${jsonRows(tx, rows)}::jsonb)
     on conflict (id) do update set ${tx.unsafe(UPDATES)}`;
 }
 

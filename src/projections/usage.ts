@@ -8,7 +8,7 @@
 // DocumentChunked (tokenCount: what goes to the embedder). A reprocessed document is parsed and
 // embedded again, and counted again; a deleted one keeps what it used. The day is the event's
 // created_at (the database's clock) as a UTC date.
-import type { Db, Sql } from '../db/client.ts';
+import { jsonRows, type Db, type Sql } from '../db/client.ts';
 import type { RecordedEvent } from '../events/catalog.ts';
 import { readAll } from '../events/store.ts';
 
@@ -109,7 +109,10 @@ function mergeDeltas(into: Map<string, UsageDelta>, more: readonly UsageDelta[])
 export async function writeUsage(tx: Db, deltas: readonly UsageDelta[]): Promise<void> {
   if (deltas.length === 0) return;
   const rows = deltas.map((d) => ({ owner_id: d.ownerId, day: d.day, documents: d.documents, bytes: d.bytes, pages: d.pages, tokens: d.tokens }));
-  await tx`insert into docpipe.usage_deltas ${tx(rows, 'owner_id', 'day', 'documents', 'bytes', 'pages', 'tokens')}`;
+  // One JSON parameter: the same statement text whatever the count (prepared once per connection).
+  await tx`
+    insert into docpipe.usage_deltas (owner_id, day, documents, bytes, pages, tokens)
+    select owner_id, day, documents, bytes, pages, tokens from jsonb_populate_recordset(null::docpipe.usage_deltas, ${jsonRows(tx, rows)}::jsonb)`;
 }
 
 /** Adds `deltas` into usage_daily's rows (the rebuild, and the roll-up). */

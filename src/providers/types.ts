@@ -86,6 +86,12 @@ export interface SyncParser {
   readonly kind: string;
   readonly mode: 'sync';
   parse(bytes: Buffer, mediaType: MediaType, options?: TaskOptions): Promise<ParsedDocument>;
+  /**
+   * True when this media type parses in the worker itself, in one short linear pass that no
+   * document can make crash or stall the worker: the stage then needs no attempt of its own
+   * opened before it (documents/pipeline.ts).
+   */
+  inline?(mediaType: MediaType): boolean;
 }
 
 /** Where the provider should call back when its job finishes. */

@@ -27,6 +27,7 @@ export function createSandboxedParser(sandbox: Sandbox, limits: ParserLimits): S
   return {
     kind: 'local',
     mode: 'sync',
+    inline: (mediaType: MediaType) => IN_PROCESS.has(mediaType),
     parse: (bytes: Buffer, mediaType: MediaType, options?: RunOptions) =>
       IN_PROCESS.has(mediaType) ? Promise.resolve().then(() => parseText(bytes)) : runTask<ParsedDocument>(sandbox, { kind: 'parse', bytes, mediaType, limits }, options),
   };

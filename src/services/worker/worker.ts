@@ -12,7 +12,7 @@ import { QUEUES, type JobData, type QueueName } from '../../queue/jobs.ts';
 import { createByteBudget } from '../../util/byte-budget.ts';
 
 export interface WorkerDeps {
-  config: Pick<Config, 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs' | 'workerDocumentBudgetBytes' | 'security'>;
+  config: Pick<Config, 'databasePoolMax' | 'queue' | 'chunking' | 'embedBatchSize' | 'parser' | 'webhook' | 'shutdownTimeoutMs' | 'workerDocumentBudgetBytes' | 'security'>;
   boss: PgBoss;
   ctx: CommandContext;
   providers: Providers;
@@ -32,11 +32,11 @@ export interface RunningWorker {
 const ABORT_SETTLE_MS = 3_000;
 
 /**
- * Command transactions of one worker in flight at once. More than one keeps the pipeline moving
- * while a batch waits on its commit (and on the network, for a worker far from its database);
- * each holds a pool connection, out of DATABASE_POOL_MAX.
+ * Command transactions of one worker in flight at once: half its pool, so the pipeline keeps
+ * moving while a batch waits on its commit (and on the network, for a worker far from its
+ * database), and the other half serves the stages' reads and the housekeeping.
  */
-const COMMAND_LANES = 3;
+export const commandLanes = (poolMax: number) => Math.max(2, Math.floor(poolMax / 2));
 
 const MAINTENANCE_CRON = '*/15 * * * *';
 
@@ -64,7 +64,7 @@ function failureOutput(err: unknown): { name?: string; message: string; code?: s
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const pipeline: PipelineDeps = {
     // The stages' commands from concurrent jobs commit together (group commit).
-    ctx: { ...deps.ctx, group: createCommandGroup(deps.ctx, { maxBatch: 64, concurrency: COMMAND_LANES }) },
+    ctx: { ...deps.ctx, group: createCommandGroup(deps.ctx, { maxBatch: 64, concurrency: commandLanes(deps.config.databasePoolMax) }) },
     ...deps.providers,
     chunking: deps.config.chunking,
     embedBatchSize: deps.config.embedBatchSize,
@@ -116,9 +116,12 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     }
   }
 
-  // Maintenance and dead letters: one job at a time, as they come.
+  // Maintenance (one run at a time anyway) and dead letters (rare): one fetch loop each, one job at
+  // a time. Each loop polls its queue through pg-boss's small pool: WORKER_CONCURRENCY loops of
+  // them would crowd out the stages' claims and completions (measured: 256 idle loops at
+  // WORKER_CONCURRENCY=128 held a far worker's completions back by seconds).
   const options = {
-    localConcurrency: deps.config.queue.concurrency,
+    localConcurrency: 1,
     pollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
     notifyPollingIntervalSeconds: deps.config.queue.pollingIntervalSeconds,
     // createdOn, startAfter and startedOn, for the pickup latency.
