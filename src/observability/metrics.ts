@@ -120,6 +120,11 @@ export const httpRequests = counter('docpipe_http_requests_total', 'HTTP answers
   status_class: STATUS_CLASSES,
 }, { initialize: false });
 
+/** GET /v1/documents/:id answered from the process's status cache (hit) or the database (miss); services/api/status-cache.ts. */
+export const statusCacheRequests = counter('docpipe_status_cache_requests_total', "Status reads of GET /v1/documents/:id by result: hit (the api process's status cache) or miss (read from the database).", {
+  result: ['hit', 'miss'],
+});
+
 export const httpErrorResponses = counter(
   'docpipe_http_error_responses_total',
   'Answers with a status of 400 or above, by service, route pattern and status code.',

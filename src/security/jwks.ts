@@ -31,6 +31,8 @@ export interface JwksOptions {
 export interface JwksCache {
   /** The key for `kid`, fetching the set again if it is unknown and the last fetch is old enough. */
   key(kid: string): Promise<JwksKey | null>;
+  /** The key for `kid` in the set as it is now, without fetching (the token cache's check that a key is still published). */
+  peek(kid: string): JwksKey | null;
   /** Fetches the set now; resolves false (keeping the old set) when the endpoint fails. */
   refresh(): Promise<boolean>;
   /** How many keys are cached, and when the set was last fetched successfully. */
@@ -109,6 +111,7 @@ export function createJwksCache(options: JwksOptions): JwksCache {
       else if (Date.now() - lastAttempt >= unknownKidIntervalMs) await refresh();
       return keys.get(kid) ?? null;
     },
+    peek: (kid) => keys.get(kid) ?? null,
     refresh,
     state: () => ({ keys: keys.size, fetchedAt }),
     close: () => clearInterval(timer),

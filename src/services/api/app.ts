@@ -1,6 +1,7 @@
 // The API service: Fastify with multipart uploads, bearer-JWT auth on every /v1 route, the
 // document routes, search and health, and bounds on what uploads may hold (upload-guard.ts).
 // `buildApiApp` wires it from a runtime; tests call it directly.
+import { createHash } from 'node:crypto';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -23,6 +24,7 @@ import { registerAdminRoutes } from './admin.ts';
 import { ErrorBody } from './schemas.ts';
 import { registerDocumentRoutes } from './documents.ts';
 import { budgetOf, clientAddress, createLimits } from './limits.ts';
+import { StatusCache } from './status-cache.ts';
 import { StatusWaiter } from './status-waiter.ts';
 import { registerSearchRoutes } from './search.ts';
 import { registerFsUploadRoute } from './storage-upload.ts';
@@ -40,6 +42,16 @@ declare module 'fastify' {
 
 const ALLOWED_ROLES = new Set(['authenticated', 'service_role']);
 const API_VERSION = '1.0.0';
+export const OPENAPI_CACHE_CONTROL = 'public, max-age=3600';
+
+/** Whether an If-None-Match header names `etag` (or is `*`); weak and strong forms compare alike (RFC 9110 13.1.2). */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t.replace(/^W\//, '') === etag;
+  });
+}
 
 export interface ApiDeps {
   config: Pick<Config, 'maxUploadBytes' | 'longPollMaxSeconds' | 'searchEmbedTimeoutSeconds' | 'uploads' | 'http' | 'security' | 'parser' | 'embedder' | 'pricing'>;
@@ -62,6 +74,8 @@ export interface ApiDeps {
 export interface ApiApp {
   app: App;
   waiter: StatusWaiter;
+  /** The status rows GET /v1/documents/:id answers from (emptied whenever the waiter's LISTEN drops). */
+  statusCache: StatusCache;
   /** The api's audit log writer (flush() writes the aggregated rows now). */
   audit: Audit;
   /** Every route registered, one entry per method. */
@@ -76,9 +90,17 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     minBytesPerSecond: deps.config.http.uploadMinBytesPerSecond,
   });
   app.addHook('onClose', async () => guard.close());
-  const waiter = new StatusWaiter(deps.ctx.sql, deps.logger);
+  const statusCache = new StatusCache();
+  const waiter = new StatusWaiter(deps.ctx.sql, deps.logger, statusCache);
   await waiter.start();
   app.addHook('preClose', () => waiter.close());
+  // Nothing the api answers may be stored unless its route says so (docs/CACHING.md): every
+  // answer carries a user's data, a credential (signed upload URLs) or a state that changes.
+  // The status route (private, no-cache, ETag) and the OpenAPI document (public) say otherwise.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    done(null, payload);
+  });
 
   await registerEdgeSecurity(app, { corsOrigins: deps.config.http.corsOrigins ?? [] });
   // The OpenAPI document, generated from the route schemas (GET /openapi.json, public). Every /v1
@@ -101,7 +123,20 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     const responses = (route.schema.response ??= {}) as Record<string, unknown>;
     for (const status of [401, 403, 429]) responses[status] ??= ErrorBody;
   });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  // The same for everyone and changed only by a deploy: cacheable by anyone for an hour, then
+  // revalidated by its ETag (a hash of the document), so a deploy's new routes reach clients
+  // within the hour and an unchanged document costs a 304. Built once, at the first request
+  // (every route is registered by then).
+  let openapi: { body: string; etag: string } | null = null;
+  app.get('/openapi.json', { schema: { hide: true } }, async (request, reply) => {
+    if (!openapi) {
+      const body = JSON.stringify(app.swagger());
+      openapi = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` };
+    }
+    reply.header('etag', openapi.etag).header('cache-control', OPENAPI_CACHE_CONTROL);
+    if (etagMatches(request.headers['if-none-match'], openapi.etag)) return reply.status(304).send();
+    return reply.type('application/json; charset=utf-8').send(openapi.body);
+  });
   await app.register(multipart, { limits: { fileSize: deps.config.maxUploadBytes } });
 
   const jwks = deps.jwksUrl ? createJwksCache({ url: deps.jwksUrl, logger: deps.logger }) : null;
@@ -250,6 +285,7 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
     ctx: deps.ctx,
     storage: deps.storage,
     waiter,
+    cache: statusCache,
     maxUploadBytes: deps.config.maxUploadBytes,
     longPollMaxSeconds: deps.config.longPollMaxSeconds,
     guard,
@@ -262,5 +298,5 @@ export async function buildApiApp(deps: ApiDeps): Promise<ApiApp> {
       threats.foreignAccess(principal.sub, id, context);
     },
   });
-  return { app, waiter, audit, routes };
+  return { app, waiter, statusCache, audit, routes };
 }
