@@ -123,6 +123,12 @@ export interface BatchOptions {
   include?: Promise<boolean[]>;
   /** Writes that depend on the outcomes, sent together with the projection and the jobs. */
   afterDecide?(outcomes: readonly (BatchOutcome | null)[]): Promise<unknown> | undefined;
+  /**
+   * The items' documents are new: ids the caller generated itself (randomUUID) in this request,
+   * so their streams and status rows are known to be empty and are not read. An id that did
+   * exist would still fail the append (the stream's unique version) with ConcurrencyError.
+   */
+  fresh?: boolean;
 }
 
 /**
@@ -136,8 +142,13 @@ export interface BatchOptions {
 export async function executeBatchIn(tx: Db, ctx: CommandContext, items: readonly BatchItem[], options: BatchOptions = {}): Promise<(BatchOutcome | null)[]> {
   const ids = [...new Set(items.map((i) => i.documentId))];
   const known = options.known;
-  const streamRead = known ? readStreamsAfter(tx, new Map(ids.map((id) => [id, known.get(id)?.version ?? 0]))) : readStreams(tx, ids);
-  const [streams, priors, include] = await Promise.all([streamRead, readStatusRows(tx, ids), options.include]);
+  const streamRead = options.fresh
+    ? new Map<string, RecordedEvent[]>()
+    : known
+      ? readStreamsAfter(tx, new Map(ids.map((id) => [id, known.get(id)?.version ?? 0])))
+      : readStreams(tx, ids);
+  const statusRead = options.fresh ? new Map<string, DocumentStatusRow>() : readStatusRows(tx, ids);
+  const [streams, priors, include] = await Promise.all([streamRead, statusRead, options.include]);
   const states = new Map(ids.map((id) => [id, foldDocument(streams.get(id) ?? [], known?.get(id))]));
   const appends: (StreamAppend & { item: number })[] = [];
   const refusedChains = new Map<number, DomainError>();

@@ -3,7 +3,9 @@
 // formats are recognised by magic numbers (file-type); everything else must be UTF-8 text,
 // and is classified as HTML, markdown or plain text by cheap structural heuristics. The
 // file name is only a tie-breaker between markdown and plain text, where a wrong guess
-// costs nothing because both are passed through unchanged.
+// costs nothing because both are passed through unchanged. An upload's first bytes are kept
+// as they stream to storage (captureHead), never read back from it.
+import { Transform } from 'node:stream';
 import { fileTypeFromBuffer } from 'file-type';
 import type { MediaType } from '../types.ts';
 
@@ -11,6 +13,62 @@ import type { MediaType } from '../types.ts';
 export const SNIFF_BYTES = 64 * 1024;
 
 const DOCX = 'application/vnd.openxmlformats-officedocument.wordprocessingml.document';
+
+export interface HeadCapture {
+  /**
+   * A pass-through stream that keeps the first bytes of what flows through it. (A stream, not
+   * an async generator: `for await` over a Readable joins the chunks it finds buffered into one
+   * new Buffer, a copy of the upload's bytes.)
+   */
+  readonly stream: Transform;
+  /** Keeps the first bytes of `chunk`, for a caller that reads the chunks itself. */
+  observe(chunk: Uint8Array): void;
+  /** The first `limit` bytes seen so far (all of them, for a shorter stream). */
+  head(): Buffer;
+}
+
+/**
+ * Keeps the first `limit` bytes of a stream as it flows to storage, so an upload is sniffed
+ * from the bytes it sent instead of being read back from storage afterwards (a second open
+ * and read of the file, or an HTTP range request to Supabase). A body that arrives in one
+ * chunk (a small upload) is kept by reference: no copy. Otherwise the bytes are copied into
+ * one buffer of at most `limit` bytes, whatever the chunks' sizes: a trickle of 1-byte chunks
+ * holds no more than a single large one would. The first chunk is held by reference until a
+ * second one comes, so the source must not reuse its buffers (an HTTP body's chunks are fresh
+ * Buffers; busboy's are views of them).
+ */
+export function captureHead(limit = SNIFF_BYTES): HeadCapture {
+  let first: Buffer | null = null;
+  let copied: Buffer | null = null;
+  let held = 0;
+  const observe = (part: Uint8Array) => {
+    if (held >= limit || part.length === 0) return;
+    const chunk = Buffer.isBuffer(part) ? part : Buffer.from(part.buffer, part.byteOffset, part.byteLength);
+    if (first === null && copied === null) {
+      first = chunk.length > limit ? chunk.subarray(0, limit) : chunk;
+      held = first.length;
+      return;
+    }
+    if (copied === null) {
+      copied = Buffer.allocUnsafe(limit);
+      first!.copy(copied, 0);
+      first = null;
+    }
+    held += chunk.copy(copied, held, 0, Math.min(chunk.length, limit - held));
+  };
+  return {
+    stream: new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        observe(chunk);
+        callback(null, chunk);
+      },
+    }),
+    observe,
+    head() {
+      return copied ? copied.subarray(0, held) : (first ?? Buffer.alloc(0));
+    },
+  };
+}
 
 export async function sniffMediaType(head: Buffer, fileName?: string): Promise<MediaType | null> {
   if (head.length === 0) return null;

@@ -3,11 +3,14 @@
 // hashed and size-limited as they stream, fsynced, then renamed into place, so a reader sees
 // an object whole or not at all even with concurrent writers or a crash mid-upload. The temp
 // file is created with the first byte, so an upload that sends nothing holds no file
-// descriptor here. Keys come from the domain but are still validated strictly: a key is the
-// only path input that reaches the filesystem, and a traversal bug here would expose the
-// whole machine (the rules live in keys.ts, shared with the other adapters). Signed uploads
-// go to the API's own `PUT /v1/storage/upload?token=...` route
-// (services/api/storage-upload.ts), with a token signed by upload-token.ts.
+// descriptor here; the temp area is created on first use, not checked on every put. Both
+// fsyncs stay: without the file's, ext4's delayed allocation can publish the name before the
+// bytes (an empty file after a crash); without the directory's, the rename itself may be lost
+// (scripts/bench/fsync-upload.ts measures what they cost). Keys come from the domain but are
+// still validated strictly: a key is the only path input that reaches the filesystem, and a
+// traversal bug here would expose the whole machine (the rules live in keys.ts, shared with
+// the other adapters). Signed uploads go to the API's own `PUT /v1/storage/upload?token=...`
+// route (services/api/storage-upload.ts), with a token signed by upload-token.ts.
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, rename, rm, stat as fsStat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
@@ -40,26 +43,55 @@ function isErrno(err: unknown, ...codes: string[]): boolean {
   return err instanceof Error && codes.includes((err as NodeJS.ErrnoException).code ?? '');
 }
 
+/** Opens a new file (`wx`); its directory (the temp area) is created if it is missing. */
+async function openNew(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'wx', 0o644);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+    // Made by setup(), or here on first use or after someone removed it.
+    await mkdir(dirname(path), { recursive: true });
+    return open(path, 'wx', 0o644);
+  }
+}
+
 /**
  * A new file (`wx`) written like fs.createWriteStream with `flush: true` (fsynced before it
  * finishes), but created only when the first chunk arrives (or at the end, empty). `closed`
  * settles once no handle is open or opening, so a failed write can be unlinked after it.
+ * Chunks queued while a write is in flight go out in one writev, without being copied together.
  */
 function lazyFileWriter(path: string): { stream: Writable; closed: Promise<void> } {
   let opening: Promise<FileHandle> | undefined;
   let markClosed!: () => void;
   const closed = new Promise<void>((resolve) => (markClosed = resolve));
-  const handle = () => (opening ??= open(path, 'wx', 0o644));
+  const handle = () => (opening ??= openNew(path));
   const writeAll = async (chunk: Buffer) => {
     const h = await handle();
     for (let offset = 0; offset < chunk.length; ) offset += (await h.write(chunk, offset, chunk.length - offset)).bytesWritten;
+  };
+  const writeAllv = async (chunks: Buffer[]) => {
+    const h = await handle();
+    const total = chunks.reduce((n, c) => n + c.length, 0);
+    const { bytesWritten } = await h.writev(chunks);
+    if (bytesWritten === total) return;
+    // A short write (rare on a regular file): the rest one chunk at a time, from where it stopped.
+    let skip = bytesWritten;
+    for (const chunk of chunks) {
+      if (skip >= chunk.length) {
+        skip -= chunk.length;
+        continue;
+      }
+      await writeAll(chunk.subarray(skip));
+      skip = 0;
+    }
   };
   const stream = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       writeAll(chunk).then(() => callback(), callback);
     },
     writev(chunks, callback) {
-      writeAll(Buffer.concat(chunks.map((c) => c.chunk as Buffer))).then(() => callback(), callback);
+      writeAllv(chunks.map((c) => c.chunk as Buffer)).then(() => callback(), callback);
     },
     final(callback) {
       handle()
@@ -144,7 +176,6 @@ export function createFsStorage(root: string, options: FsStorageOptions = {}): S
     async put(key: string, body: Readable | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<StoredObject> {
       const full = pathFor(key);
       const meter = createPutMeter(options, body);
-      await mkdir(tmpDir, { recursive: true });
       const tmp = resolve(tmpDir, randomUUID());
       // Fsynced before it finishes, so the rename publishes durable bytes.
       const file = lazyFileWriter(tmp);

@@ -1,16 +1,17 @@
 // The /v1/documents routes: upload (streamed to storage, sniffed, hashed), status with ETag and
 // long-poll, list, history, delete and reprocess. Another user's document answers 404, exactly
-// like a missing one, so ids cannot be probed.
+// like a missing one, so ids cannot be probed. The status route reads through the process's
+// status cache (status-cache.ts); the others read the database.
 import { randomUUID } from 'node:crypto';
 import type { Sql } from '../../db/client.ts';
-import { execute, executeIn, type CommandContext } from '../../documents/commands.ts';
+import { execute, executeBatchIn, type CommandContext } from '../../documents/commands.ts';
 import { observeCommitted } from '../../observability/pipeline-metrics.ts';
 import { DomainError, type DocumentCommand } from '../../documents/document.ts';
 import { documentPrefix, originalKey } from '../../documents/pipeline.ts';
 import type { EventMetadata } from '../../events/catalog.ts';
 import { ConcurrencyError, readStream } from '../../events/store.ts';
 import type { DocumentStatusRow } from '../../projections/document-status.ts';
-import { sniffMediaType } from '../../providers/parser/sniff.ts';
+import { captureHead, sniffMediaType } from '../../providers/parser/sniff.ts';
 import { ObjectTooLargeError, SUPPORTED_MEDIA_TYPES, type Storage } from '../../providers/types.ts';
 import type { Principal } from '../../security/tokens.ts';
 import { HttpError, notFound } from '../errors.ts';
@@ -20,6 +21,7 @@ import { receiveSingleFile } from './multipart.ts';
 import {
   Accepted, DocumentList, DocumentParams, DocumentView, ErrorBody, EventList, GetQuery, ListQuery, ReprocessBody, toView,
 } from './schemas.ts';
+import type { StatusCache } from './status-cache.ts';
 import type { StatusWaiter } from './status-waiter.ts';
 import type { UploadGuard } from './upload-guard.ts';
 import { registerDirectUpload } from './uploads.ts';
@@ -29,6 +31,8 @@ export interface DocumentRoutesOptions {
   ctx: CommandContext;
   storage: Storage;
   waiter: StatusWaiter;
+  /** The status rows GET /v1/documents/:id answers from; told of the commands committed here. */
+  cache: StatusCache;
   maxUploadBytes: number;
   longPollMaxSeconds: number;
   guard: UploadGuard;
@@ -40,7 +44,6 @@ export interface DocumentRoutesOptions {
 }
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
-const SNIFF_BYTES = 64 * 1024;
 const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -73,11 +76,9 @@ export function requestedOwner(principal: Principal, owner: string | undefined):
   return owner ?? scope;
 }
 
-async function findOwned(sql: Sql, id: string, owner: string | null): Promise<DocumentStatusRow> {
-  const [row] = await sql<DocumentStatusRow[]>`
-    select * from docpipe.document_status
-    where id = ${id} and ${owner === null ? sql`true` : sql`owner_id = ${owner}`} and status <> 'deleted'`;
-  if (!row) throw notFound();
+/** The document's status row by id alone, whoever owns it (the caller decides who may see it). */
+async function readStatus(sql: Sql, id: string): Promise<DocumentStatusRow | undefined> {
+  const [row] = await sql<DocumentStatusRow[]>`select * from docpipe.document_status where id = ${id}`;
   return row;
 }
 
@@ -90,11 +91,18 @@ function domainToHttp(err: unknown): never {
   throw err;
 }
 
-/** Runs a user command, retrying briefly if a worker appended to the stream at the same moment. */
+/**
+ * Runs a user command, retrying briefly if a worker appended to the stream at the same moment.
+ * Its change is evicted from this process's cache at once: the client that made it must see it
+ * on its next GET, before the notification has come round.
+ */
 async function userCommand(options: DocumentRoutesOptions, id: string, command: DocumentCommand, meta: EventMetadata, hooks?: Parameters<typeof execute>[4]) {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await execute(options.ctx, id, command, meta, hooks);
+      const result = await execute(options.ctx, id, command, meta, hooks);
+      const last = result.events.at(-1);
+      if (last) options.cache.changed(id, last.streamVersion);
+      return result;
     } catch (err) {
       if (err instanceof ConcurrencyError && attempt < 5) continue;
       domainToHttp(err);
@@ -103,21 +111,23 @@ async function userCommand(options: DocumentRoutesOptions, id: string, command: 
 }
 
 export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions): void {
-  const { ctx, storage, waiter } = options;
+  const { ctx, storage, waiter, cache } = options;
   const sql = ctx.sql;
   const errors = { 400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody };
-  /** The owner's document, or 404; a miss on another owner's document is reported (audit, threat detection). */
-  const owned = async (request: unknown, id: string, principal: Principal): Promise<DocumentStatusRow> => {
+  /**
+   * The owner's document, or 404 (missing, deleted, or another owner's); a miss on another
+   * owner's document is reported (audit, threat detection). The same check whether the row comes
+   * from the cache (`cached`, the status route) or the database: a cached row is anyone's.
+   */
+  const owned = async (request: unknown, id: string, principal: Principal, cached = false): Promise<DocumentStatusRow> => {
+    const row = cached ? await cache.read(id, () => readStatus(sql, id)) : await readStatus(sql, id);
+    if (!row || row.status === 'deleted') throw notFound();
     const owner = ownerScope(principal);
-    try {
-      return await findOwned(sql, id, owner);
-    } catch (err) {
-      if (owner !== null && err instanceof HttpError && err.statusCode === 404) {
-        const [other] = await sql`select 1 from docpipe.document_status where id = ${id} and owner_id <> ${owner} and status <> 'deleted'`;
-        if (other) options.foreignAccess(request, id);
-      }
-      throw err;
+    if (owner !== null && row.owner_id !== owner) {
+      options.foreignAccess(request, id);
+      throw notFound();
     }
+    return row;
   };
 
   app.post('/v1/documents', {
@@ -145,10 +155,19 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     const id = randomUUID();
     const key = originalKey(id);
     const cleanup = () => storage.deletePrefix(documentPrefix(id)).catch((err: unknown) => request.log.warn({ err, key }, 'could not remove an upload'));
+    // The first bytes are kept as they stream to storage and sniffed from memory: the stored
+    // file is never opened again here.
+    const head = captureHead();
     let received;
     try {
-      received = await receiveSingleFile(request, { maxBytes: options.maxUploadBytes, signal: lease.signal }, async (file) => {
-        const stored = await storage.put(key, file, { maxBytes: options.maxUploadBytes });
+      received = await receiveSingleFile(request, { maxBytes: options.maxUploadBytes, signal: lease.signal, received: lease.received }, async (file) => {
+        // pipe() carries the data and the end; a failed body fails the capture (and put with
+        // it), and a capture that put gave up on releases the body. (Not stream.pipeline: it
+        // costs an AbortController and a DOMException per upload.)
+        file.pipe(head.stream);
+        file.once('error', (err) => head.stream.destroy(err));
+        head.stream.once('close', () => file.destroy());
+        const stored = await storage.put(key, head.stream, { maxBytes: options.maxUploadBytes });
         if (file.truncated) throw new ObjectTooLargeError(options.maxUploadBytes);
         return stored;
       });
@@ -168,38 +187,40 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
     if (!request.raw.complete) reply.header('connection', 'close');
     try {
       if (stored.size === 0) throw new HttpError(400, 'EMPTY_FILE', 'the file is empty');
-      const mediaType = await sniffMediaType(await storage.head(key, SNIFF_BYTES), received.fileName);
+      const mediaType = await sniffMediaType(head.head(), received.fileName);
       if (!mediaType) {
         throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', `the content is not one of the supported types: ${SUPPORTED_MEDIA_TYPES.join(', ')}`);
       }
-      const meta = metadataFor(principal, request.id);
+      const upload: DocumentCommand = {
+        type: 'Upload',
+        ownerId: principal.sub,
+        fileName: cleanFileName(received.fileName),
+        mediaType,
+        size: stored.size,
+        sha256: stored.sha256,
+        storageKey: key,
+        idempotencyKey: idempotencyKey ?? null,
+      };
       const outcome = await sql.begin(async (tx) => {
-        if (idempotencyKey !== undefined) {
-          const claimed = await tx`
-            insert into docpipe.idempotency_keys (owner_id, key, document_id, sha256)
-            values (${principal.sub}, ${idempotencyKey}, ${id}, ${stored.sha256})
-            on conflict do nothing returning 1`;
-          if (claimed.length === 0) {
-            const [prior] = await tx<{ document_id: string; sha256: string }[]>`
-              select document_id, sha256 from docpipe.idempotency_keys where owner_id = ${principal.sub} and key = ${idempotencyKey}`;
-            if (prior!.sha256 !== stored.sha256) {
-              throw new HttpError(409, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different file');
-            }
-            const [row] = await tx<{ status: string; run: number }[]>`select status, run from docpipe.document_status where id = ${prior!.document_id}`;
-            return { replay: true as const, id: prior!.document_id, status: row?.status ?? 'uploaded', run: row?.run ?? 1 };
-          }
+        // An Idempotency-Key is claimed in the same round trip as the command's reads (the
+        // batch's `include`): the upload is recorded only if the claim took.
+        const claim = idempotencyKey === undefined ? undefined : tx`
+          insert into docpipe.idempotency_keys (owner_id, key, document_id, sha256)
+          values (${principal.sub}, ${idempotencyKey}, ${id}, ${stored.sha256})
+          on conflict do nothing returning 1`.then((rows) => [rows.length > 0]);
+        const [result] = await executeBatchIn(tx, ctx, [{ documentId: id, command: upload, metadata: metadataFor(principal, request.id) }], { include: claim, fresh: true });
+        if (result) {
+          if (!result.ok) throw result.error;
+          return { replay: false as const, id, status: 'uploaded', run: 1, events: result.events };
         }
-        const result = await executeIn(tx, ctx, id, {
-          type: 'Upload',
-          ownerId: principal.sub,
-          fileName: cleanFileName(received.fileName),
-          mediaType,
-          size: stored.size,
-          sha256: stored.sha256,
-          storageKey: key,
-          idempotencyKey: idempotencyKey ?? null,
-        }, meta);
-        return { replay: false as const, id, status: 'uploaded', run: 1, events: result.events };
+        const [prior] = await tx<{ document_id: string; sha256: string; status: string | null; run: number | null }[]>`
+          select k.document_id, k.sha256, s.status, s.run
+          from docpipe.idempotency_keys k left join docpipe.document_status s on s.id = k.document_id
+          where k.owner_id = ${principal.sub} and k.key = ${idempotencyKey!}`;
+        if (prior!.sha256 !== stored.sha256) {
+          throw new HttpError(409, 'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different file');
+        }
+        return { replay: true as const, id: prior!.document_id, status: prior!.status ?? 'uploaded', run: prior!.run ?? 1 };
       });
       if (outcome.replay) {
         await cleanup();
@@ -232,20 +253,24 @@ export function registerDocumentRoutes(app: App, options: DocumentRoutesOptions)
       // Subscribe before reading, so a change between the read and the wait is not missed.
       const sub = waiter.subscribe(id);
       try {
-        row = await owned(request, id, principal);
+        row = await owned(request, id, principal, true);
         const baseline = Number.isNaN(seenVersion) ? row.version : seenVersion;
         if (row.version === baseline && row.status !== 'ready' && row.status !== 'failed') {
           const aborted = new AbortController();
           request.raw.once('close', () => aborted.abort());
-          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await owned(request, id, principal);
+          // The notification that wakes the wait has evicted the row first (status-waiter.ts).
+          if (await sub.wait(baseline, waitSeconds * 1000, aborted.signal)) row = await owned(request, id, principal, true);
         }
       } finally {
         sub.cancel();
         release();
       }
     } else {
-      row = await owned(request, id, principal);
+      row = await owned(request, id, principal, true);
     }
+    // `private`: the user's data, never for a shared cache; `no-cache`: a browser may keep it but
+    // must ask again each time (If-None-Match, answered 304 only after the token and the owner
+    // are checked). docs/CACHING.md.
     reply.header('etag', `"${row.version}"`).header('cache-control', 'private, no-cache');
     if (row.version === seenVersion) return reply.status(304).send(null);
     return toView(row);

@@ -278,7 +278,7 @@ export interface ReceivedFile<T> {
  */
 export async function receiveSingleFile<T>(
   request: FastifyRequest,
-  options: { maxBytes: number; signal: AbortSignal },
+  options: { maxBytes: number; signal: AbortSignal; /** Told the length of every body chunk read. */ received?: (bytes: number) => void },
   store: (file: Readable & { truncated?: boolean }) => Promise<T>,
 ): Promise<ReceivedFile<T>> {
   const scanner = new PartScanner(boundaryOf(request.headers['content-type']));
@@ -289,7 +289,11 @@ export async function receiveSingleFile<T>(
   // The first next() pipes the request into busboy synchronously; the scanner listens only
   // after that, so that adding a 'data' listener cannot start the flow before busboy is there.
   let pending = parts.next();
-  const onData = (chunk: Buffer) => scanner.push(chunk);
+  const counted = options.received;
+  const onData = (chunk: Buffer) => {
+    counted?.(chunk.length);
+    scanner.push(chunk);
+  };
   request.raw.on('data', onData);
   let received: ReceivedFile<T> | null = null;
   try {

@@ -14,7 +14,7 @@ import { ObjectTooLargeError, type Storage } from '../../providers/types.ts';
 import { UploadTokenError, type UploadTokens } from '../../providers/storage/upload-token.ts';
 import { HttpError } from '../errors.ts';
 import { clientAborted, type App } from '../http.ts';
-import type { UploadGuard } from './upload-guard.ts';
+import type { UploadGuard, UploadLease } from './upload-guard.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -77,13 +77,14 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
       }
       // Claimed synchronously, before any await: two concurrent PUTs of one URL cannot both pass.
       if (inFlight.has(claims.key)) refuse(new HttpError(409, 'UPLOAD_EXISTS', 'this upload URL is already being used'));
-      let signal: AbortSignal | undefined;
+      let lease: UploadLease | undefined;
       try {
-        signal = deps.guard?.admit(request, reply, null).signal;
+        lease = deps.guard?.admit(request, reply, null);
       } catch (err) {
         discardBody(request, reply);
         throw err;
       }
+      const signal = lease?.signal;
       inFlight.add(claims.key);
       try {
         if ((await deps.storage.stat(claims.key)) !== null) {
@@ -97,6 +98,8 @@ export function registerFsUploadRoute(app: App, deps: FsUploadRouteDeps): void {
         // pipeline still sees the error, but an 'error' event without a listener would throw.
         body.on('error', () => {});
         request.raw.pipe(body);
+        // Listening beside the pipe, in the same tick, so no chunk flows before either listens.
+        if (lease) request.raw.on('data', (chunk: Buffer) => lease.received(chunk.length));
         request.raw.once('error', (err) => body.destroy(err));
         request.raw.once('aborted', () => body.destroy(new Error('the client aborted the upload')));
         // Cut off below the minimum rate: put fails and removes its temp file.

@@ -4,7 +4,8 @@
 //   2. The client PUTs the bytes to that URL.
 //   3. POST /v1/documents {"uploadId"} (or {"path"}) registers the document: the object must
 //      exist with the declared size; its type is sniffed and its SHA-256 computed from storage,
-//      never taken from the client.
+//      never taken from the client, in one read of the object (sniffed as soon as its first
+//      bytes are in, so an unsupported file is refused without reading the rest).
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Type } from 'typebox';
@@ -12,8 +13,8 @@ import { executeIn, type CommandContext } from '../../documents/commands.ts';
 import { observeCommitted } from '../../observability/pipeline-metrics.ts';
 import { documentPrefix, originalKey } from '../../documents/pipeline.ts';
 import type { EventMetadata } from '../../events/catalog.ts';
-import { SNIFF_BYTES, sniffMediaType } from '../../providers/parser/sniff.ts';
-import { SUPPORTED_MEDIA_TYPES, type Storage } from '../../providers/types.ts';
+import { SNIFF_BYTES, captureHead, sniffMediaType } from '../../providers/parser/sniff.ts';
+import { SUPPORTED_MEDIA_TYPES, type MediaType, type Storage } from '../../providers/types.ts';
 import type { Principal } from '../../security/tokens.ts';
 import { HttpError } from '../errors.ts';
 import type { App } from '../http.ts';
@@ -88,14 +89,27 @@ export function registerUploadRoutes(app: App, options: UploadRoutesOptions): vo
   });
 }
 
-async function sha256Of(stream: Readable): Promise<{ sha256: string; size: number }> {
+/**
+ * One read of a stored object: its media type, sniffed once its first SNIFF_BYTES are in (or
+ * at its end), and its SHA-256 and size. An unsupported type stops the read there (null).
+ */
+async function sniffAndHash(stream: Readable, fileName: string): Promise<{ mediaType: MediaType; sha256: string; size: number } | null> {
   const hash = createHash('sha256');
+  const head = captureHead();
   let size = 0;
-  for await (const chunk of stream) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
+  let mediaType: MediaType | null | undefined;
+  // Leaving the loop early (return) destroys the stream.
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    head.observe(chunk);
+    hash.update(chunk);
+    size += chunk.length;
+    if (mediaType === undefined && size >= SNIFF_BYTES) {
+      mediaType = await sniffMediaType(head.head(), fileName);
+      if (!mediaType) return null;
+    }
   }
-  return { sha256: hash.digest('hex'), size };
+  mediaType ??= await sniffMediaType(head.head(), fileName);
+  return mediaType ? { mediaType, sha256: hash.digest('hex'), size } : null;
 }
 
 interface PendingUpload {
@@ -155,12 +169,12 @@ export async function registerDirectUpload(
     await discard();
     throw new HttpError(422, 'UPLOAD_SIZE_MISMATCH', `the uploaded file has ${found.size} bytes, ${declaredSize} were declared; reserve a new upload`);
   }
-  const mediaType = await sniffMediaType(await storage.head(key, SNIFF_BYTES), pending.file_name);
-  if (!mediaType) {
+  const read = await sniffAndHash(await storage.get(key), pending.file_name);
+  if (!read) {
     await discard();
     throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', `the content is not one of the supported types: ${SUPPORTED_MEDIA_TYPES.join(', ')}`);
   }
-  const { sha256, size } = await sha256Of(await storage.get(key));
+  const { mediaType, sha256, size } = read;
   if (size !== declaredSize) throw new HttpError(409, 'UPLOAD_CHANGED', 'the uploaded file changed while it was being registered; retry');
 
   const result = await ctx.sql.begin(async (tx) => {
