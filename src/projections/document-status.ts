@@ -215,5 +215,7 @@ export async function rebuildDocumentStatus(tx: Db, options: { batchSize?: numbe
   }
   const all = [...rows.values()].filter((r): r is DocumentStatusRow => r !== null);
   for (let i = 0; i < all.length; i += 500) await upsertQuery(tx, all.slice(i, i + 500));
+  // Every api process's status cache forgets everything at commit (a payload naming no document).
+  await tx`select pg_notify(${STATUS_CHANNEL}, '*')`;
   return { events: count, documents: all.length };
 }
