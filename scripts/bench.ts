@@ -63,8 +63,8 @@ const USAGE = `usage: npm run bench -- [options]
   --quick                  3 s per HTTP measurement, 1 s warm-up, 10 idle-pickup documents
   --duration <s>           seconds per HTTP measurement (default 10)
   --warmup <s>             warm-up seconds before each HTTP measurement (default 2)
-  --docs <n>               documents in the pipeline run (default 200)
-  --worker-concurrency <n> WORKER_CONCURRENCY of the in-process worker (default 8)
+  --docs <n>               documents in the pipeline run (default 2000; quick 500)
+  --worker-concurrency <n> WORKER_CONCURRENCY of the in-process worker and the fleet's (default 64)
   --upload-concurrency <n> uploads in flight during the pipeline run (default 16)
   --get-connections <n>    autocannon connections for hello-world and GET (default 100)
   --post-connections <n>   autocannon connections for the INSERT baseline and POST (default 20)
@@ -77,6 +77,8 @@ const USAGE = `usage: npm run bench -- [options]
   --fleet-docs <n>         documents of each worker-fleet run (default 1000; quick 300)
   --fleet-seconds <n>      bound of each worker-fleet run, upload start -> last ready (default 40; quick 10)
   --far-delay-ms <n>       one-way delay of the far worker's database connections (default 40)
+  --far-worker-concurrency <n>  WORKER_CONCURRENCY of the near/far worker (default 128)
+  --far-pool-max <n>       DATABASE_POOL_MAX of the near/far worker (default 20)
   --skip-fleet             skip the worker-fleet phases (worker processes, sizes, near/far)
   --json <file>            also write every figure as JSON
   --before <rev>           first run this same bench (same flags) on commit <rev>, checked out in a
@@ -103,6 +105,8 @@ const { values: args } = parseArgs({
     'fleet-docs': { type: 'string' },
     'fleet-seconds': { type: 'string' },
     'far-delay-ms': { type: 'string' },
+    'far-worker-concurrency': { type: 'string' },
+    'far-pool-max': { type: 'string' },
     'skip-fleet': { type: 'boolean', default: false },
     json: { type: 'string' },
     before: { type: 'string' },
@@ -132,8 +136,8 @@ const settings = {
   mode: quick ? 'quick' : 'full',
   durationSeconds: intArg('duration', quick ? 3 : 10, 1),
   warmupSeconds: intArg('warmup', quick ? 1 : 2, 0),
-  docs: intArg('docs', 200, 1),
-  workerConcurrency: intArg('worker-concurrency', 8, 1),
+  docs: intArg('docs', quick ? 500 : 2000, 1),
+  workerConcurrency: intArg('worker-concurrency', 64, 1),
   uploadConcurrency: intArg('upload-concurrency', 16, 1),
   getConnections: intArg('get-connections', 100, 1),
   postConnections: intArg('post-connections', 20, 1),
@@ -146,6 +150,8 @@ const settings = {
   fleetDocs: intArg('fleet-docs', quick ? 300 : 1000, 1),
   fleetSeconds: intArg('fleet-seconds', quick ? 10 : 40, 1),
   farDelayMs: intArg('far-delay-ms', 40, 0),
+  farWorkerConcurrency: intArg('far-worker-concurrency', 128, 1),
+  farPoolMax: intArg('far-pool-max', 20, 2),
   /** Requests per second of the webhook phase and its baseline (open loop, evenly spaced). */
   webhookRate: intArg('webhook-rate', 500, 1),
   /** Keep-alive sockets the paced client may open. */
@@ -875,6 +881,7 @@ async function main(): Promise<Results> {
         docs: d,
         runSeconds: settings.fleetSeconds,
         farDelayMs: settings.farDelayMs,
+        remote: { workerConcurrency: settings.farWorkerConcurrency, poolMax: settings.farPoolMax },
         workerConcurrency: settings.workerConcurrency,
         uploadConcurrency: settings.uploadConcurrency,
         docBytes: settings.docBytes,
@@ -1333,7 +1340,7 @@ function header(r: Results): string {
     `fdatasync of 8 KB on the temp dir: p50 ${fmt(r.fsync.p50, 2)} ms, p99 ${fmt(r.fsync.p99, 2)} ms (${r.fsync.n} samples)`,
     `pools: docpipe ${s.databasePoolMax} connections (+ pg-boss 5), INSERT baseline ${s.databasePoolMax}; WORKER_CONCURRENCY ${s.workerConcurrency}; QUEUE_POLLING_INTERVAL_SECONDS ${s.queuePollSeconds ?? `default (${loadConfig({}).queue.pollingIntervalSeconds})`}; local parser + local embedder`,
     `POST runs with the worker stopped; GET runs with the worker started and idle; the webhook phase runs before the worker starts, in its own process (open loop, ${s.webhook ? `${s.webhookRate} req/s` : 'skipped'}); ` +
-      `the worker fleet runs last (${s.fleet ? `${s.fleetDocs} documents per run, bound ${s.fleetSeconds} s, far at ${s.farDelayMs} ms` : 'skipped'}).`,
+      `the worker fleet runs last (${s.fleet ? `${s.fleetDocs} documents per run, bound ${s.fleetSeconds} s, far at ${s.farDelayMs} ms; the near/far worker runs WORKER_CONCURRENCY ${s.farWorkerConcurrency} and DATABASE_POOL_MAX ${s.farPoolMax}` : 'skipped'}).`,
   ].join('\n');
 }
 

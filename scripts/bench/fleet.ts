@@ -34,6 +34,12 @@ export interface FleetSettings {
   sizes: { bytes: number; docs: number }[];
   /** Documents of the near (0 ms) run: it gives round trips per document, not a rate. */
   nearDocs: number;
+  /**
+   * The near/far worker's WORKER_CONCURRENCY and DATABASE_POOL_MAX: a worker far from its
+   * database is bound by round trips, not CPU, and needs more jobs and connections in flight
+   * (docs/DEPLOY.md, "Scaling and regions").
+   */
+  remote: { workerConcurrency: number; poolMax: number };
 }
 
 export interface FleetRun {
@@ -257,12 +263,12 @@ export async function runFleet(deps: FleetDeps, settings: FleetSettings): Promis
     results.notes.push(message);
     deps.log(`fleet: ${message}`);
   };
-  const startWorkerProcess = async (databaseUrl: string): Promise<ServiceProcess> => {
+  const startWorkerProcess = async (databaseUrl: string, env: Record<string, string> = {}): Promise<ServiceProcess> => {
     const t = Date.now();
     const worker = await startServiceProcess({
       root: deps.root,
       command: 'worker',
-      env: { ...deps.serviceEnv, DATABASE_URL: databaseUrl, WORKER_METRICS_PORT: '0', SHUTDOWN_TIMEOUT_MS: '10000' },
+      env: { ...deps.serviceEnv, DATABASE_URL: databaseUrl, WORKER_METRICS_PORT: '0', SHUTDOWN_TIMEOUT_MS: '10000', ...env },
       port: await freePort(),
     });
     deps.services.add(worker.pid);
@@ -312,7 +318,7 @@ export async function runFleet(deps: FleetDeps, settings: FleetSettings): Promis
     const target = new URL(deps.databaseUrl);
     proxy = await startProxyProcess({ targetHost: target.hostname, targetPort: Number(target.port), delayMs: 0 });
     deps.services.add(proxy.pid);
-    workers = [await startWorkerProcess(proxy.url(deps.databaseUrl))];
+    workers = [await startWorkerProcess(proxy.url(deps.databaseUrl), { WORKER_CONCURRENCY: String(settings.remote.workerConcurrency), DATABASE_POOL_MAX: String(settings.remote.poolMax) })];
     // Every connection of the worker is through the proxy: the proxy's open connections are all
     // of the worker's that Postgres sees (by their application names), and the worker opened
     // none that bypass it.
