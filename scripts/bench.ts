@@ -80,6 +80,7 @@ const USAGE = `usage: npm run bench -- [options]
   --far-worker-concurrency <n>  WORKER_CONCURRENCY of the near/far worker (default 128)
   --far-pool-max <n>       DATABASE_POOL_MAX of the near/far worker (default 20)
   --skip-fleet             skip the worker-fleet phases (worker processes, sizes, near/far)
+  --skip-sweep             skip the concurrency sweep of GET and POST (Fly's soft_limit and hard_limit)
   --json <file>            also write every figure as JSON
   --before <rev>           first run this same bench (same flags) on commit <rev>, checked out in a
                            git worktree, and show both runs' figures side by side: a change's cost
@@ -108,6 +109,7 @@ const { values: args } = parseArgs({
     'far-worker-concurrency': { type: 'string' },
     'far-pool-max': { type: 'string' },
     'skip-fleet': { type: 'boolean', default: false },
+    'skip-sweep': { type: 'boolean', default: false },
     json: { type: 'string' },
     before: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -147,6 +149,7 @@ const settings = {
   /** Pin the webhook process to one CPU and its paced client to another, where the machine allows. */
   webhookPin: args['no-pin'] !== true,
   fleet: args['skip-fleet'] !== true,
+  sweep: args['skip-sweep'] !== true,
   fleetDocs: intArg('fleet-docs', quick ? 300 : 1000, 1),
   fleetSeconds: intArg('fleet-seconds', quick ? 10 : 40, 1),
   farDelayMs: intArg('far-delay-ms', 40, 0),
@@ -413,6 +416,39 @@ interface WebhookFigures {
   duplicates?: PacedMeasured;
 }
 
+interface SweepPoint {
+  connections: number;
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+}
+
+interface SweepRoute {
+  route: string;
+  points: SweepPoint[];
+  /** The fewest requests in flight that reach 90 % of the route's best req/s: past it, more in flight only queue. */
+  knee: number;
+  /** The most in flight whose p99 stays within the bound below. */
+  withinBound: number;
+  boundMs: number;
+}
+
+/** Sweep levels, and the p99 bound past which a machine is refusing work in all but name. */
+const SWEEP = {
+  get: { levels: [1, 4, 16, 32, 64, 128, 256], boundMs: 100 },
+  post: { levels: [1, 4, 8, 16, 32, 64], boundMs: 500 },
+};
+
+function sweepSummary(route: string, points: SweepPoint[], boundMs: number): SweepRoute {
+  const ok = points.filter((p) => p.non2xx === 0 && p.errors === 0);
+  const best = Math.max(...ok.map((p) => p.reqPerSec));
+  const knee = ok.find((p) => p.reqPerSec >= 0.9 * best)?.connections ?? Number.NaN;
+  const within = ok.filter((p) => p.p99 <= boundMs).map((p) => p.connections);
+  return { route, points, knee, withinBound: within.length ? Math.max(...within) : Number.NaN, boundMs };
+}
+
 interface Results {
   date: string;
   command: string;
@@ -426,6 +462,8 @@ interface Results {
   post?: Measured;
   /** The edge's cost (issue 9): pairs measured back to back, two alternating rounds. */
   edge?: { name: string; what: string; off: Measured; on: Measured }[];
+  /** Requests in flight against req/s and latency, per route: where Fly's soft_limit and hard_limit go. */
+  sweep?: SweepRoute[];
   webhook?: WebhookFigures;
   /** What observing costs (issue 11): a scrape, the per-request hook work. */
   metrics?: MetricsCost;
@@ -860,6 +898,23 @@ async function main(): Promise<Results> {
   await pair('GET /v1/documents/:id', 'budgets counting', { url: `${apiUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections }, { url: `${budgetedUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: settings.getConnections });
   await pair('POST /v1/documents 4 KB', 'budgets counting', { url: `${apiUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: settings.postConnections }, { url: `${budgetedUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: settings.postConnections });
 
+  // 7b. Concurrency sweep: where a machine stops gaining throughput (the knee: soft_limit) and
+  // where its p99 passes a bound (hard_limit), for GET and POST of the api (docs/BENCHMARKS.md,
+  // "Choosing soft_limit and hard_limit").
+  if (settings.sweep) {
+    results.sweep = [];
+    const sweepOne = async (route: string, levels: number[], boundMs: number, target: Target) => {
+      const points: SweepPoint[] = [];
+      for (const connections of levels) {
+        const m = await measure({ name: `sweep ${route} at ${connections} in flight`, ...target, connections });
+        points.push({ connections, reqPerSec: m.reqPerSec, p50: m.latency.p50, p99: m.latency.p99, non2xx: m.non2xx, errors: m.errors });
+      }
+      results.sweep!.push(sweepSummary(route, points, boundMs));
+    };
+    await sweepOne('GET /v1/documents/:id', SWEEP.get.levels, SWEEP.get.boundMs, { url: `${apiUrl}/v1/documents/${getId}`, method: 'GET', headers: getHeaders, connections: 1 });
+    await sweepOne('POST /v1/documents (4 KB)', SWEEP.post.levels, SWEEP.post.boundMs, { url: `${apiUrl}/v1/documents`, method: 'POST', headers: postHeaders, body: 'multipart-4k', connections: 1 });
+  }
+
   // 8. The worker as deployed, in processes of its own (the in-process worker is stopped): 1, 2
   // and 4 of them, document sizes, and one whose database is near (0 ms proxy) and far.
   if (settings.fleet) {
@@ -1102,6 +1157,26 @@ function report(r: Results, options: { markdown?: boolean } = {}): string {
           const mean = (prev.on.reqPerSec / prev.off.reqPerSec + e.on.reqPerSec / e.off.reqPerSec) / 2;
           return [rowOf, [`${e.name.split(',')[0]}: mean of the two`, e.what, '', '', pct(mean), '', '']];
         }),
+        options,
+      ),
+    );
+  }
+  if (r.sweep?.length) {
+    out.push('');
+    out.push(
+      'Concurrency sweep (closed loop, one api process): the knee is the fewest requests in flight that reach 90 % of the best req/s ' +
+        '(soft_limit goes there: past it a machine only queues); the last column, the most in flight whose p99 stays within the bound (hard_limit at most).',
+    );
+    out.push(
+      table(
+        ['route', 'in flight: req/s (p99 ms)', 'knee', 'p99 bound', 'most within bound'],
+        r.sweep.map((w) => [
+          w.route,
+          w.points.map((p) => `${p.connections}: ${fmt(p.reqPerSec, 0)} (${fmt(p.p99, 1)})${p.non2xx || p.errors ? '!' : ''}`).join(', '),
+          String(w.knee),
+          `${w.boundMs} ms`,
+          String(w.withinBound),
+        ]),
         options,
       ),
     );

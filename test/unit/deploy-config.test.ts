@@ -574,7 +574,7 @@ describe('the checker reports broken files', () => {
 
   test('a misspelt key, at the top and deep down', () => {
     reports(broken('kill_timeout = "20s"', 'kill_timout = "20s"'), /unknown key `kill_timout`.*did you mean `kill_timeout`/);
-    reports(broken(/^(\s*)soft_limit = 100$/m, '$1soft_limt = 100'), /unknown key `http_service\.concurrency\.soft_limt`/);
+    reports(broken(/^(\s*)soft_limit = 64$/m, '$1soft_limt = 64'), /unknown key `http_service\.concurrency\.soft_limt`/);
     reports(broken('grace_period = "20s"', 'grace_priod = "20s"'), /unknown key `http_service\.checks\[0\]\.grace_priod`/);
     reports(broken(/^\[experimental\]$/m, '[processes]\n  app = "api"\n[experimental]'), /unknown key `processes`/);
   });
