@@ -37,6 +37,7 @@ import { buildApiApp } from '../src/services/api/app.ts';
 import { registerEdgeSecurity } from '../src/services/edge-security.ts';
 import { jwtSettings, openRuntime, type Runtime } from '../src/services/runtime.ts';
 import { startWorker, type RunningWorker } from '../src/services/worker/worker.ts';
+import { BENCH_JWT_SECRET, benchEnv } from './bench/env.ts';
 import { createBenchTable, startHelloWorld, startInsertBaseline } from './bench/baselines.ts';
 import { cpuSnapshot, phaseCpu, type CpuSnapshot, type PhaseCpu } from './bench/cpu.ts';
 import { MULTIPART_CONTENT_TYPE, multipartBody, textDocument } from './bench/documents.ts';
@@ -170,7 +171,7 @@ const settings = {
   postgresFlags: ['-c', 'shared_buffers=256MB', '-c', 'max_wal_size=4GB', '-c', 'checkpoint_timeout=30min', '-c', 'track_commit_timestamp=on'],
 };
 
-const JWT_SECRET = 'bench-secret-bench-secret-bench-secret-0123456789';
+const JWT_SECRET = BENCH_JWT_SECRET;
 const WEBHOOK_SECRET = 'bench-webhook-secret-bench-webhook-secret-0123';
 /** At most this many documents are seeded for the webhook phase; beyond, deliveries reuse them (and are ignored). */
 const MAX_WEBHOOK_DOCS = 20_000;
@@ -545,41 +546,19 @@ async function main(): Promise<Results> {
   const dataDir = path.join(tmp, 'data');
   // One configuration for this process's services and for the service processes (the webhook,
   // the fleet's workers), which get it as their environment.
-  const serviceEnv: Record<string, string> = {
-    DATABASE_URL: pg.url,
-    DATABASE_POOL_MAX: String(settings.databasePoolMax),
-    JWT_SECRET,
-    // One client address and a few users drive thousands of requests a second: budgets off.
-    RATE_LIMIT_PER_ADDRESS: '0',
-    RATE_LIMIT_UPLOADS: '0',
-    RATE_LIMIT_LONG_POLLS: '0',
-    RATE_LIMIT_REQUESTS: '0',
-    DOCPIPE_DATA_DIR: dataDir,
-    LOG_LEVEL: 'silent',
-    API_PORT: '0',
-    WEBHOOK_PORT: '0',
-    WORKER_PORT: '0',
-    API_METRICS_PORT: '0',
-    WORKER_METRICS_PORT: '0',
-    WEBHOOK_METRICS_PORT: '0',
-    WORKER_CONCURRENCY: String(settings.workerConcurrency),
-    // The webhook service verifies per-document credentials with this key. The public URL is
-    // required with it but never used to send anything (the parser is the local one).
-    WEBHOOK_SECRET,
-    WEBHOOK_PUBLIC_URL: 'http://127.0.0.1:9',
-    MAX_UPLOAD_BYTES: String(Math.max(50, settings.largeMb * 2) * 1024 * 1024),
-    // The load comes from one user with up to 20 uploads in flight: the per-user and per-process
-    // upload caps (4 and 64 by default) would answer most of them 429. The bench measures what an
-    // upload costs; the caps cost a map lookup each.
-    UPLOAD_CONCURRENCY_PER_USER: '10000',
-    UPLOAD_CONCURRENCY_MAX: '10000',
-    // The defaults, named so that a developer's environment or .env cannot change them for the
-    // service processes: local parser and embedder (no network), storage on the shared data dir.
-    DOCPIPE_PARSER: 'local',
-    DOCPIPE_EMBEDDER: 'local',
-    DOCPIPE_STORAGE: 'fs',
-    ...(settings.queuePollSeconds === undefined ? {} : { QUEUE_POLLING_INTERVAL_SECONDS: String(settings.queuePollSeconds) }),
-  };
+  const serviceEnv: Record<string, string> = benchEnv(
+    { databaseUrl: pg.url, dataDir },
+    {
+      DATABASE_POOL_MAX: String(settings.databasePoolMax),
+      WORKER_CONCURRENCY: String(settings.workerConcurrency),
+      // The webhook service verifies per-document credentials with this key. The public URL is
+      // required with it but never used to send anything (the parser is the local one).
+      WEBHOOK_SECRET,
+      WEBHOOK_PUBLIC_URL: 'http://127.0.0.1:9',
+      MAX_UPLOAD_BYTES: String(Math.max(50, settings.largeMb * 2) * 1024 * 1024),
+      ...(settings.queuePollSeconds === undefined ? {} : { QUEUE_POLLING_INTERVAL_SECONDS: String(settings.queuePollSeconds) }),
+    },
+  );
   const config = loadConfig(serviceEnv);
   // Service processes log warnings and errors (to the bench's stderr); this one logs nothing.
   const processEnv = { ...serviceEnv, LOG_LEVEL: 'warn' };

@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { benchEnv } from './bench/env.ts';
 import { cpuSnapshot, phaseCpu, type CpuSnapshot, type PhaseCpu } from './bench/cpu.ts';
 
 const { values: args } = parseArgs({
@@ -126,25 +127,7 @@ async function main(): Promise<void> {
     cleanups.unshift(() => sql.end({ timeout: 5 }));
     await migrate(sql);
     await createBenchTable(sql);
-    const config = loadConfig({
-      DATABASE_URL: pg.url,
-      JWT_SECRET: 'upload-memory-secret-upload-memory-secret-0123',
-      RATE_LIMIT_PER_ADDRESS: '0',
-      RATE_LIMIT_UPLOADS: '0',
-      RATE_LIMIT_LONG_POLLS: '0',
-      RATE_LIMIT_REQUESTS: '0',
-      DOCPIPE_DATA_DIR: path.join(tmp, 'data'),
-      LOG_LEVEL: 'silent',
-      API_PORT: '0',
-      WEBHOOK_PORT: '0',
-      WORKER_PORT: '0',
-      API_METRICS_PORT: '0',
-      WORKER_METRICS_PORT: '0',
-      WEBHOOK_METRICS_PORT: '0',
-      MAX_UPLOAD_BYTES: String(Math.max(50, largeMb * 2) * 1024 * 1024),
-      UPLOAD_CONCURRENCY_PER_USER: '10000',
-      UPLOAD_CONCURRENCY_MAX: '10000',
-    });
+    const config = loadConfig(benchEnv({ databaseUrl: pg.url, dataDir: path.join(tmp, 'data') }, { MAX_UPLOAD_BYTES: String(Math.max(50, largeMb * 2) * 1024 * 1024) }));
     const logger = createLogger(config.logLevel);
     const runtime = await openRuntime(config, logger, 'bench');
     cleanups.unshift(() => runtime.close());

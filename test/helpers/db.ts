@@ -4,6 +4,10 @@ import { after } from 'node:test';
 import postgres from 'postgres';
 import { createSql, type Sql } from '../../src/db/client.ts';
 import { migrate } from '../../src/db/migrate.ts';
+import type { PgBoss } from 'pg-boss';
+import type { CommandContext } from '../../src/documents/commands.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { bossJobSender, startBoss } from '../../src/queue/boss.ts';
 
 export interface TestDatabase {
   url: string;
@@ -37,4 +41,25 @@ export async function createDatabase(options: { migrate?: boolean; manual?: bool
   };
   if (!options.manual) after(drop);
   return { url: url.toString(), sql, name, drop };
+}
+
+/**
+ * A fresh database with pg-boss started on it, and the command context that enqueues through
+ * it: for tests of the command handler without the services. pg-boss stops, then the database
+ * is dropped, after the file's tests.
+ */
+export async function createQueueDatabase(instanceName: string): Promise<{ db: TestDatabase; boss: PgBoss; ctx: CommandContext }> {
+  const db = await createDatabase({ manual: true });
+  const boss = await startBoss({
+    url: db.url,
+    settings: { retryLimit: 1, retryDelaySeconds: 1, heartbeatSeconds: 10, superviseIntervalSeconds: 60 },
+    logger: createLogger('silent'),
+    instanceName,
+    poolMax: 2,
+  });
+  after(async () => {
+    await boss.stop({ graceful: false, close: true });
+    await db.drop();
+  });
+  return { db, boss, ctx: { sql: db.sql, jobs: bossJobSender(boss) } };
 }

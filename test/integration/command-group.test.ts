@@ -3,29 +3,14 @@
 // nothing and its commands run one by one, so each ends as it would have alone.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { createCommandGroup, execute, executeSteps, type CommandContext } from '../../src/documents/commands.ts';
 import { DomainError, type DocumentCommand } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
-import { createLogger } from '../../src/observability/logger.ts';
-import { bossJobSender, startBoss } from '../../src/queue/boss.ts';
-import { createDatabase } from '../helpers/db.ts';
+import { createQueueDatabase } from '../helpers/db.ts';
 
-const db = await createDatabase({ manual: true });
+const { db, ctx: base } = await createQueueDatabase('test-command-group');
 const { sql } = db;
-const boss = await startBoss({
-  url: db.url,
-  settings: { retryLimit: 1, retryDelaySeconds: 1, heartbeatSeconds: 10, superviseIntervalSeconds: 60 },
-  logger: createLogger('silent'),
-  instanceName: 'test-command-group',
-  poolMax: 2,
-});
-after(async () => {
-  await boss.stop({ graceful: false, close: true });
-  await db.drop();
-});
-
-const base: CommandContext = { sql, jobs: bossJobSender(boss) };
 const upload = (id: string): DocumentCommand => ({
   type: 'Upload',
   ownerId: 'user-group',

@@ -2,7 +2,7 @@
 // usage_daily), repairs a damaged read model, and removes chunks that belong to no current run.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { execute, type CommandContext } from '../../src/documents/commands.ts';
 import type { DocumentCommand, DocumentStatus } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
@@ -261,4 +261,19 @@ describe('projection rebuild', () => {
     assert.equal(row.status, 'parsed');
     assert.equal(row.version, 3);
   });
+});
+
+test('a rebuild notifies "*" on the status channel at its commit, so every api process empties its status cache', async () => {
+  const payloads: string[] = [];
+  let heard!: () => void;
+  const star = new Promise<void>((resolve) => (heard = resolve));
+  // listen() resolves once the LISTEN is in place.
+  const sub = await sql.listen('docpipe_status', (payload) => {
+    payloads.push(payload);
+    if (payload === '*') heard();
+  });
+  after(() => sub.unlisten());
+  await rebuildProjections(sql);
+  await Promise.race([star, new Promise((_, reject) => setTimeout(() => reject(new Error(`no '*' notification; heard ${JSON.stringify(payloads)}`)), 5_000).unref())]);
+  assert.ok(payloads.includes('*'));
 });

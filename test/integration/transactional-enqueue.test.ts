@@ -2,31 +2,15 @@
 // postgres.js transaction, so a rollback takes the job with it and a rejected command queues nothing.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { execute, executeIn, type CommandContext } from '../../src/documents/commands.ts';
 import { DomainError, type DocumentCommand } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
-import { createLogger } from '../../src/observability/logger.ts';
-import { bossJobSender, startBoss } from '../../src/queue/boss.ts';
 import { QUEUES, type JobData } from '../../src/queue/jobs.ts';
-import { createDatabase } from '../helpers/db.ts';
+import { createQueueDatabase } from '../helpers/db.ts';
 
-const db = await createDatabase({ manual: true });
+const { db, boss, ctx: ctx } = await createQueueDatabase('test-enqueue');
 const { sql } = db;
-const boss = await startBoss({
-  url: db.url,
-  settings: { retryLimit: 1, retryDelaySeconds: 1, heartbeatSeconds: 10, superviseIntervalSeconds: 60 },
-  logger: createLogger('silent'),
-  instanceName: 'test-enqueue',
-  poolMax: 2,
-});
-// pg-boss first, then the database it is connected to.
-after(async () => {
-  await boss.stop({ graceful: false, close: true });
-  await db.drop();
-});
-
-const ctx: CommandContext = { sql, jobs: bossJobSender(boss) };
 
 const upload = (id: string): DocumentCommand => ({
   type: 'Upload',
