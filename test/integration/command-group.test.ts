@@ -7,20 +7,12 @@ import { test } from 'node:test';
 import { createCommandGroup, execute, executeSteps, type CommandContext } from '../../src/documents/commands.ts';
 import { DomainError, type DocumentCommand } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
+import { uploadCommand } from '../helpers/commands.ts';
 import { createQueueDatabase } from '../helpers/db.ts';
 
 const { db, ctx: base } = await createQueueDatabase('test-command-group');
 const { sql } = db;
-const upload = (id: string): DocumentCommand => ({
-  type: 'Upload',
-  ownerId: 'user-group',
-  fileName: 'a.txt',
-  mediaType: 'text/plain',
-  size: 11,
-  sha256: 'c'.repeat(64),
-  storageKey: `documents/${id}/original`,
-  idempotencyKey: null,
-});
+const upload = (id: string): DocumentCommand => uploadCommand(id, 'user-group');
 const metadata = (): EventMetadata => ({ correlationId: randomUUID(), causationId: null, actor: 'worker', requestId: null });
 
 async function transactionsOf(ids: string[]): Promise<number> {

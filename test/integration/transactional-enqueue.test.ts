@@ -7,21 +7,13 @@ import { execute, executeIn, type CommandContext } from '../../src/documents/com
 import { DomainError, type DocumentCommand } from '../../src/documents/document.ts';
 import type { EventMetadata } from '../../src/events/catalog.ts';
 import { QUEUES, type JobData } from '../../src/queue/jobs.ts';
+import { uploadCommand } from '../helpers/commands.ts';
 import { createQueueDatabase } from '../helpers/db.ts';
 
-const { db, boss, ctx: ctx } = await createQueueDatabase('test-enqueue');
+const { db, boss, ctx } = await createQueueDatabase('test-enqueue');
 const { sql } = db;
 
-const upload = (id: string): DocumentCommand => ({
-  type: 'Upload',
-  ownerId: 'user-1',
-  fileName: 'a.txt',
-  mediaType: 'text/plain',
-  size: 11,
-  sha256: 'c'.repeat(64),
-  storageKey: `documents/${id}/original`,
-  idempotencyKey: null,
-});
+const upload = (id: string): DocumentCommand => uploadCommand(id);
 
 const metadata = (): EventMetadata => ({ correlationId: randomUUID(), causationId: null, actor: 'user:user-1', requestId: `req-${randomUUID()}` });
 
