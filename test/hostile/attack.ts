@@ -49,7 +49,10 @@ export function assertSurvived(result: AttackResult, label: string): void {
     `RSS peak main ${result.memory.peakMainMb} MB (from ${result.memory.startMainMb}), sandbox ${result.memory.peakChildrenMb} MB`;
   assert.equal(result.health.failures, 0, `/healthz failed to answer within 1 s: ${figures}`);
   assert.ok(result.health.maxMs < 1_000, `/healthz answered within 1 s throughout: ${figures}`);
-  assert.ok(result.health.samples >= Math.min(10, result.seconds * 5), `the prober ran throughout (${result.health.samples} probes)`);
+  // Half its 10 probes a second, after the prober's own start (a child process: up to about
+  // 0.5 s), and at least one: a document now can be done in well under a second.
+  const expected = Math.max(1, Math.min(10, Math.floor(Math.max(0, result.seconds - 0.5) * 5)));
+  assert.ok(result.health.samples >= expected, `the prober ran throughout (${result.health.samples} probes over ${result.seconds.toFixed(2)} s)`);
   assert.equal(result.normal.status, 'ready', `the normal document alongside ended ${result.normal.status}: ${JSON.stringify(result.normal.error)}`);
 }
 
